@@ -1,0 +1,78 @@
+# Task vocabulary. The README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+# Torch is installed before the package so pip never picks a multi-GB build by accident.
+# No GPU: the CPU wheel (add TORCH_INDEX=https://download.pytorch.org/whl/cpu where that
+# index is reachable). GPU: the same version, default (CUDA) build.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+UI_PORT ?= 5000
+
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+PIP := $(BIN)/python -m pip
+
+.PHONY: help setup data-deps run repro test test-fast lint format params ui bench clean
+
+help:
+	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
+	@echo "make test    install everything, then run the test suite"
+	@echo "make ui      MLflow UI on the local store (http://127.0.0.1:$(UI_PORT))"
+	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
+	@echo "make lint    ruff + mypy"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+	  $(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
+	fi
+	$(PIP) install -q -e ".[dev]"
+	@touch $@
+
+# The Debian package dataset-fashion-mnist ships the official IDX files; ingest also
+# accepts data.path or downloads them, so a failure here is only a warning.
+data-deps:
+	@if [ ! -e "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing dataset-fashion-mnist with apt-get"; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; } \
+	    || echo "warning: apt-get could not install dataset-fashion-mnist; ingest will try data.path, then the download"; \
+	fi
+
+run: setup data-deps repro
+
+repro:
+	dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not integration and not slow"
+
+lint: setup
+	$(BIN)/ruff check src pipelines tests
+	$(BIN)/ruff format --check src pipelines tests
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix src pipelines tests
+	$(BIN)/ruff format src pipelines tests
+
+params: setup
+	$(BIN)/python -m mlpipe.params
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT)
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""mlpipe: a reproducible image-classification pipeline."""
+
+__version__ = "0.1.0"

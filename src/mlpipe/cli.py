@@ -1,0 +1,31 @@
+"""Shared scaffolding for the thin stage entry points in pipelines/."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from mlpipe.errors import MlpipeError
+
+log = logging.getLogger("mlpipe")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run_stage(stage: str, body: Callable[[], None]) -> int:
+    """Run a stage body; a user error becomes one line on stderr and exit code 1."""
+    configure_logging()
+    try:
+        body()
+    except MlpipeError as exc:
+        print(f"{stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

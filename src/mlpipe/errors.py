@@ -1,0 +1,21 @@
+"""Errors a user can act on. Entry points print them as one line and exit 1."""
+
+
+class MlpipeError(Exception):
+    """Base class: the message is complete and names the file, key or value."""
+
+
+class ConfigError(MlpipeError):
+    """A wrong key, type or value in params.yaml."""
+
+
+class DataError(MlpipeError):
+    """Missing, unreadable or malformed input data."""
+
+
+class ValidationFailed(MlpipeError):
+    """The data failed expectations of severity `error`."""
+
+
+class TrackingError(MlpipeError):
+    """MLflow store or registry problems the user can fix."""
