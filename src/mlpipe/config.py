@@ -96,10 +96,12 @@ class DataConfig:
 class CNNConfig:
     arch: str = "cnn"
     channels: list[int] = field(default_factory=lambda: [32, 64])
+    pool_size: int = 7  # feature grid side before the head (7 = no pooling at 28x28)
     hidden: int = 128
     dropout: float = 0.25
 
     def __post_init__(self) -> None:
+        _check(self.pool_size > 0, "pool_size", f"must be > 0, got {self.pool_size}")
         _check(len(self.channels) >= 1, "channels", "needs at least one stage")
         _check(all(c > 0 for c in self.channels), "channels", f"must be > 0, got {self.channels}")
         _check(self.hidden > 0, "hidden", f"must be > 0, got {self.hidden}")

@@ -30,7 +30,9 @@ def compose(repo_root: Path, overrides: list[str] | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=cnn train.epochs=5")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=cnn train.epochs=5"
+    )
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
     args = parser.parse_args(argv)

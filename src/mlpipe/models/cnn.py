@@ -1,0 +1,45 @@
+"""A small VGG-style CNN: the fast default for 28x28 greyscale images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlpipe.config import CNNConfig
+from mlpipe.models.common import conv_bn_relu
+
+
+class CNN(nn.Module):
+    """Per stage: conv-bn-relu then 2x2 max-pool; then an adaptive average pool to a
+    pool_size x pool_size grid and an MLP head.
+
+    Works for any input size >= 2**len(channels) pixels a side.
+    """
+
+    def __init__(self, cfg: CNNConfig, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in cfg.channels:
+            stages += [conv_bn_relu(c_in, c_out), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(cfg.pool_size)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(c_in * cfg.pool_size**2, cfg.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, num_classes),
+        )
+        self.num_features = c_in
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))  # (B, C_last, pool_size, pool_size)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

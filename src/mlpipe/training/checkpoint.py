@@ -1,0 +1,66 @@
+"""Self-contained checkpoints: weights plus everything needed to rebuild the model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlpipe.config import load_model_config
+from mlpipe.errors import DataError
+from mlpipe.io import atomic_path
+from mlpipe.models import Classifier, build_model
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, model_cfg: Any, meta: dict[str, Any]
+) -> None:
+    """Write atomically; `meta` holds class_names, in_channels, image_shape, normalisation."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": _plain(dataclasses.asdict(model_cfg)),
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the model from a checkpoint; any problem names the file."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint missing; run the train stage") from None
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise DataError(f"{path}: unreadable checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: not an mlpipe checkpoint (format {FORMAT_VERSION} expected)")
+    meta = payload["meta"]
+    model_cfg = load_model_config({"model": payload["model"]}, where=str(path))
+    norm = meta["normalization"]
+    model = build_model(
+        model_cfg, meta["in_channels"], len(meta["class_names"]), norm["mean"], norm["std"]
+    )
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(
+            f"{path}: weights do not fit the model: {str(exc).splitlines()[0]}"
+        ) from None
+    return model.eval(), meta
+
+
+def _plain(value: Any) -> Any:
+    """Enums to their values so the checkpoint loads with weights_only=True."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return getattr(value, "value", value)

@@ -1,0 +1,92 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpipe.data.dataset import ImageDataset, ImageSplit
+from mlpipe.data.table import TABLE_COLUMNS, image_table
+
+
+def make_dataset() -> ImageDataset:
+    train = np.arange(3 * 1 * 2 * 2, dtype=np.uint8).reshape(3, 1, 2, 2)  # (N, C, H, W)
+    train[2] = train[0]  # a duplicate image: same hash
+    test = np.full((2, 1, 2, 2), 200, dtype=np.uint8)
+    test[1, 0, 1, 1] = 7
+    return ImageDataset(
+        splits={
+            "train": ImageSplit(train, np.array([0, 1, 2], dtype=np.int64)),
+            "test": ImageSplit(test, np.array([2, 0], dtype=np.int64)),
+        },
+        class_names=["a", "b", "c"],
+        source="synthetic",
+    )
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return image_table(make_dataset())
+
+
+def test_one_row_per_image_in_split_order(table):
+    assert list(table.columns) == TABLE_COLUMNS
+    assert list(table["id"]) == [
+        "train-00000000",
+        "train-00000001",
+        "train-00000002",
+        "test-00000000",
+        "test-00000001",
+    ]
+    assert list(table["split"]) == ["train"] * 3 + ["test"] * 2
+    assert list(table["label"]) == [0, 1, 2, 2, 0]
+
+
+def test_dtypes(table):
+    for column in ["label", "channels", "height", "width", "pixel_min", "pixel_max"]:
+        assert table[column].dtype == np.int64, column
+    assert table["pixel_mean"].dtype == np.float64
+    for column in ["id", "split", "sha1"]:
+        assert pd.api.types.is_string_dtype(table[column]), column
+
+
+def test_shape_and_pixel_stats(table):
+    assert set(table["channels"]) == {1}
+    assert set(table["height"]) == {2}
+    assert set(table["width"]) == {2}
+    assert list(table["pixel_min"]) == [0, 4, 0, 200, 7]
+    assert list(table["pixel_max"]) == [3, 7, 3, 200, 200]
+    np.testing.assert_allclose(table["pixel_mean"], [1.5, 5.5, 1.5, 200.0, 151.75])
+
+
+def test_sha1_is_digest_of_image_bytes(table):
+    ds = make_dataset()
+    expected = [hashlib.sha1(img.tobytes()).hexdigest() for img in ds.splits["train"].images]
+    assert list(table["sha1"][:3]) == expected
+    assert table["sha1"][0] == table["sha1"][2]
+    assert table["sha1"].nunique() == 4
+
+
+def test_non_contiguous_images_hash_like_their_copy():
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5), dtype=np.uint8)
+    view = images.transpose(0, 1, 3, 2)  # not C-contiguous
+    labels = np.zeros(4, dtype=np.int64)
+    ds_view = ImageDataset({"s": ImageSplit(view, labels)}, ["a", "b"], "x")
+    ds_copy = ImageDataset({"s": ImageSplit(view.copy(), labels)}, ["a", "b"], "x")
+    assert list(image_table(ds_view)["sha1"]) == list(image_table(ds_copy)["sha1"])
+    assert set(image_table(ds_view)["channels"]) == {3}
+
+
+def test_empty_split_gives_no_rows():
+    empty = ImageSplit(np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64))
+    table = image_table(ImageDataset({"val": empty}, ["a", "b"], "x"))
+    assert list(table.columns) == TABLE_COLUMNS
+    assert len(table) == 0
+
+
+def test_empty_split_keeps_column_dtypes():
+    empty = ImageSplit(np.zeros((0, 1, 2, 2), np.uint8), np.zeros(0, np.int64))
+    ds = make_dataset()
+    ds.splits = {"val": empty, **ds.splits}
+    table = image_table(ds)
+    assert len(table) == 5
+    assert (table.dtypes == image_table(make_dataset()).dtypes).all()
