@@ -1,0 +1,173 @@
+"""The real pipeline, end to end: `dvc exp run` of the real dvc.yaml in a temp copy of the
+repository, on the tiny built-in digits data, with real MLflow (SQLite in the copy) and
+real Great Expectations. No mocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = ["-S", "data=digits", "-S", "train=smoke"]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        PYTHONPATH=str(cwd),
+    )
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files git would ship (tracked, plus new ones not ignored), nothing generated."""
+    listed = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], REPO).stdout
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = copy_repo(tmp_path_factory.mktemp("repo"))
+    run(["dvc", "exp", "run", "--name", "e2e-digits", *OVERRIDES], dest)
+    return dest
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def mlflow_client(repo: Path):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def digest(paths: list[Path]) -> dict[str, str]:
+    out = {}
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def test_hydra_override_composed_params(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["data"]["source"] == "digits"
+    assert params["train"]["epochs"] == 2
+    assert params["register"]["model_name"] == "digits-classifier"
+
+
+def test_metrics_written(repo: Path) -> None:
+    metrics = read_json(repo / "reports/metrics.json")
+    assert metrics["n"] == 360  # 20 % of the 1,797 digits, stratified
+    assert metrics["accuracy"] > 0.8  # a real model, trained for two epochs
+    assert set(metrics["per_class"]) == {str(d) for d in range(10)}
+    assert sum(map(sum, metrics["confusion_matrix"])) == 360
+    assert read_json(repo / "reports/validation.json")["success"] is True
+    lines = (repo / "reports/plots/training_curves.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss") and len(lines) == 3
+    assert (repo / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
+    reg = read_json(repo / "reports/registration.json")
+    assert reg["version"] == "1" and reg["promote"] is True
+    client = mlflow_client(repo)
+    model = client.get_registered_model("digits-classifier")
+    assert model.aliases == {"challenger": 1, "champion": 1}
+    run_id = read_json(repo / "reports/train.json")["run_id"]
+    assert client.get_model_version("digits-classifier", "1").run_id == run_id
+    mlrun = client.get_run(run_id)
+    assert mlrun.data.params["train.epochs"] == "2"
+    assert mlrun.data.metrics["test_accuracy"] == pytest.approx(
+        read_json(repo / "reports/metrics.json")["accuracy"], abs=1e-4
+    )
+    assert len(client.get_metric_history(run_id, "val_accuracy")) == 2
+    assert mlrun.data.tags["dvc_exp_name"] == "e2e-digits"
+    assert len(mlrun.data.tags["git_commit"]) == 40
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in artifacts
+
+
+def test_logged_model_serves_predictions(repo: Path) -> None:
+    """The registered model loads as pyfunc and agrees with the offline evaluation."""
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
+    with np.load(repo / "data/processed/test.npz") as npz:
+        images, labels = npz["images"][:64].astype("float32"), npz["labels"][:64]
+    logits = np.asarray(model.predict(images))
+    assert logits.shape == (64, 10)
+    assert (logits.argmax(1) == labels).mean() > 0.8
+
+
+def test_nothing_changed_reruns_nothing(repo: Path) -> None:
+    out = run(["dvc", "repro"], repo).stdout
+    assert "Data and pipelines are up to date." in out
+    assert "Running stage" not in out
+
+
+def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
+    """`--temp` runs in .dvc/tmp/exps/<copy>; its run must land in the repo's mlflow.db."""
+    before = {r.info.run_id for r in mlflow_client(repo).search_runs(["1"])}
+    run(
+        ["dvc", "exp", "run", "--temp", "--name", "e2e-temp", *OVERRIDES, "-S", "train.epochs=1"],
+        repo,
+    )
+    runs = mlflow_client(repo).search_runs(["1"])
+    new = [r for r in runs if r.info.run_id not in before]
+    assert [r.data.tags.get("dvc_exp_name") for r in new] == ["e2e-temp"]
+    assert new[0].data.params["train.epochs"] == "1"
+    assert (
+        mlflow_client(repo).get_registered_model("digits-classifier").aliases["challenger"] == 2
+    )
+    assert not list(repo.glob(".dvc/tmp/exps/**/mlflow.db"))
+
+
+def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
+    params_path = repo / "params.yaml"
+    original = params_path.read_text()
+    downstream = [repo / "data/processed", repo / "models/model.pt", repo / "reports/metrics.json"]
+    before = digest(downstream)
+    params = yaml.safe_load(original)
+    params["validate"]["pixel_max"] = 100  # the digits reach 255: pixel_range must fail
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        proc = run(["dvc", "repro"], repo, check=False)
+    finally:
+        params_path.write_text(original)
+    assert proc.returncode != 0
+    assert "pixel_range: pixel_max <= 100" in proc.stderr
+    assert "Running stage 'preprocess'" not in proc.stdout
+    assert digest(downstream) == before
+    assert read_json(repo / "reports/validation.json")["success"] is False
