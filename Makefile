@@ -16,7 +16,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params ui bench clean
+.PHONY: help setup data-deps run repro test test-fast lint format params ui clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"

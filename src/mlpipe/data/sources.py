@@ -24,6 +24,7 @@ from PIL import Image
 from mlpipe.config import DataConfig, DataSource
 from mlpipe.data.dataset import ImageDataset, ImageSplit
 from mlpipe.data.idx import md5_of_content, read_idx_pair
+from mlpipe.data.split import stratified_split
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.io import atomic_path
 
@@ -267,24 +268,10 @@ def load_digits(cfg: DataConfig) -> ImageDataset:
     pixels = np.rint(bunch.images * 255 / 16).astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
     images = conform_images(pixels[:, None], cfg.image_size, cfg.channels)
     labels = bunch.target.astype(np.int64)
-    check_labels(ImageSplit(images, labels), cfg.class_names, "digits")
+    everything = ImageSplit(images, labels)
+    check_labels(everything, cfg.class_names, "digits")
+    fraction = cfg.test_fraction or 0.2
+    train, test = stratified_split(everything, fraction, cfg.split_seed, where="digits")
     return ImageDataset(
-        split_stratified(images, labels, cfg.test_fraction or 0.2, cfg.split_seed),
-        list(cfg.class_names),
-        "sklearn.datasets.load_digits",
+        {"train": train, "test": test}, list(cfg.class_names), "sklearn.datasets.load_digits"
     )
-
-
-def split_stratified(
-    images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int
-) -> dict[str, ImageSplit]:
-    """Deterministic stratified train/test split."""
-    from sklearn.model_selection import train_test_split
-
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels
-    )
-    return {
-        "train": ImageSplit(images[train], labels[train]),
-        "test": ImageSplit(images[test], labels[test]),
-    }
