@@ -7,6 +7,7 @@ with one line naming the file and the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -130,8 +131,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
-        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(
+            math.isfinite(self.lr) and self.lr > 0, "lr", f"must be finite and > 0, got {self.lr}"
+        )
+        _check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay",
+            f"must be finite and >= 0, got {self.weight_decay}",
+        )
         _check(
             0.0 <= self.warmup_fraction < 1.0,
             "warmup_fraction",
@@ -143,9 +150,9 @@ class TrainConfig:
             f"must be in [0, 1), got {self.label_smoothing}",
         )
         _check(
-            self.grad_clip is None or self.grad_clip > 0,
+            self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
             "grad_clip",
-            f"must be > 0 or null, got {self.grad_clip}",
+            f"must be finite and > 0, or null, got {self.grad_clip}",
         )
         _check(self.num_threads >= 0, "num_threads", f"must be >= 0, got {self.num_threads}")
 
@@ -216,8 +223,9 @@ def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{path}: cannot read: {detail}") from None
     try:
         params = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -148,9 +148,7 @@ def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
     new = [r for r in runs if r.info.run_id not in before]
     assert [r.data.tags.get("dvc_exp_name") for r in new] == ["e2e-temp"]
     assert new[0].data.params["train.epochs"] == "1"
-    assert (
-        mlflow_client(repo).get_registered_model("digits-classifier").aliases["challenger"] == 2
-    )
+    assert mlflow_client(repo).get_registered_model("digits-classifier").aliases["challenger"] == 2
     assert not list(repo.glob(".dvc/tmp/exps/**/mlflow.db"))
 
 

@@ -8,6 +8,8 @@ from sklearn.model_selection import train_test_split
 from mlpipe.data.dataset import ImageDataset, ImageSplit
 from mlpipe.errors import DataError
 
+MIN_STD = 1e-6  # below this a channel is constant (float rounding leaves ~1e-17)
+
 
 def stratified_split(
     split: ImageSplit, fraction: float, seed: int, where: str = "train"
@@ -43,7 +45,8 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     for c in range(channels):  # float64 per channel: exact, and bounded memory
         values = images[:, c].astype(np.float64) / 255.0
         mean.append(float(values.mean()))
-        std.append(float(values.std()) or 1.0)
+        spread = float(values.std())
+        std.append(spread if spread > MIN_STD else 1.0)  # a constant channel: no scaling
     return mean, std
 
 

@@ -39,7 +39,8 @@ def classification_metrics(
         "macro_f1": round(
             float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
         ),
-        "worst_class_recall": round(float(recall.min()), 4),
+        # over classes present in y_true: an absent class has no recall to speak of
+        "worst_class_recall": round(float(recall[support > 0].min(initial=1.0)), 4),
         "n": len(y_true),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

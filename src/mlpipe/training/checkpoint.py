@@ -39,22 +39,27 @@ def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint missing; run the train stage") from None
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise DataError(f"{path}: unreadable checkpoint: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{path}: unreadable checkpoint: {_first_line(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: not an mlpipe checkpoint (format {FORMAT_VERSION} expected)")
-    meta = payload["meta"]
-    model_cfg = load_model_config({"model": payload["model"]}, where=str(path))
-    norm = meta["normalization"]
-    model = build_model(
-        model_cfg, meta["in_channels"], len(meta["class_names"]), norm["mean"], norm["std"]
-    )
     try:
+        meta = payload["meta"]
+        model_cfg = load_model_config({"model": payload["model"]}, where=str(path))
+        norm = meta["normalization"]
+        model = build_model(
+            model_cfg, meta["in_channels"], len(meta["class_names"]), norm["mean"], norm["std"]
+        )
         model.load_state_dict(payload["state_dict"])
+    except KeyError as exc:
+        raise DataError(f"{path}: incomplete checkpoint: no {exc}") from None
     except RuntimeError as exc:
-        raise DataError(
-            f"{path}: weights do not fit the model: {str(exc).splitlines()[0]}"
-        ) from None
+        raise DataError(f"{path}: weights do not fit the model: {_first_line(exc)}") from None
     return model.eval(), meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _plain(value: Any) -> Any:
