@@ -11,17 +11,22 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+NPROC ?= 2
 
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params ui clean
+.PHONY: help setup data-deps run repro test test-fast lint format params ui serve train-ddp bench clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
 	@echo "make test    install everything, then run the test suite"
 	@echo "make ui      MLflow UI on the local store (http://127.0.0.1:$(UI_PORT))"
+	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT)"
+	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
+	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make lint    ruff + mypy"
 
@@ -73,6 +78,24 @@ params: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT)
+
+serve: setup
+	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['register']['model_name'])"); \
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	  $(BIN)/mlflow models serve -m "models:/$$name@champion" \
+	  --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+# The train stage under torchrun; `dvc commit` records its outputs so dvc repro does not retrain.
+train-ddp: setup
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m pipelines.train --params params.yaml \
+	  --data data/processed --model-dir models --report reports/train.json \
+	  --curves reports/plots/training_curves.csv
+	$(BIN)/dvc commit -f train
+
+# Runs with torch + numpy (+ omegaconf, tqdm) alone, e.g. on a GPU box:
+#   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"
+bench: setup
+	$(BIN)/python -m mlpipe.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """Stage `ingest`: load the images that params.yaml `data` names into --out.
 
-Writes one `<split>.npz` per split plus `meta.json` (see mlpipe.data.dataset),
-atomically: a failure leaves an existing --out as it was.
+Sources: Fashion-MNIST IDX files, scikit-learn's digits, or your own image
+folder (`data=imagefolder data.path=...`). Writes one `<split>.npz` per split
+plus `meta.json` (see mlpipe.data.dataset), atomically: a failure leaves an
+existing --out as it was.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def summarize(dataset: ImageDataset, out: str, seconds: float) -> str:
     splits = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
     shape = "x".join(map(str, dataset.image_shape))
+    skipped = len(dataset.extra.get("skipped", []))
     return (
         f"wrote {out}: {splits} images of {shape}, {len(dataset.class_names)} classes, "
         f"from {dataset.source} in {seconds:.1f} s"
+        + (f" ({skipped} unreadable file(s) skipped, listed in meta.json)" if skipped else "")
     )
 
 

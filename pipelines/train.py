@@ -1,26 +1,33 @@
-"""Stage `train`: fit the configured model; open this pipeline execution's MLflow run."""
+"""Stage `train`: fit the configured model; open (or, resuming, reopen) the MLflow run.
+
+A killed run resumes from `<model-dir>/resume.pt` (see mlpipe.training.resume). Under
+`torchrun --nproc_per_node=N -m pipelines.train ...` every rank trains its share of each
+batch; rank 0 alone imports MLflow and writes files.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import dataclasses
-import io
+import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from mlpipe import tracking
 from mlpipe.cli import run_stage
 from mlpipe.config import load_sections
-from mlpipe.data.dataset import ImageSplit, load_dataset
+from mlpipe.data.dataset import ImageDataset, load_dataset
+from mlpipe.errors import TrackingError
 from mlpipe.io import atomic_write_json, atomic_write_text
 from mlpipe.models import build_model
-from mlpipe.training.checkpoint import save_checkpoint
-from mlpipe.training.device import resolve_runtime, seed_everything
-from mlpipe.training.engine import EpochStats, History, TensorData, fit
+from mlpipe.training import distributed
+from mlpipe.training.checkpoint import model_meta, save_checkpoint
+from mlpipe.training.device import Runtime, runtime_for, seed_everything
+from mlpipe.training.engine import EpochStats, TensorData, fit
+from mlpipe.training.resume import RESUME_FILE, ResumeFile
 
 log = logging.getLogger("mlpipe.train")
 SECTIONS = ["model", "train", "tracking"]
@@ -33,26 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True, help="train.json: run id, history")
     parser.add_argument("--curves", type=Path, required=True, help="per-epoch CSV (DVC plot)")
+    parser.add_argument("--resume-file", type=Path, help=f"default: <model-dir>/{RESUME_FILE}")
+    parser.add_argument("--validation", type=Path, help="validate's report, logged to the run")
+    parser.add_argument("--data-docs", type=Path, help="validate's GX Data Docs, logged too")
     return parser.parse_args(argv)
-
-
-def tensors(split: ImageSplit) -> TensorData:
-    return TensorData(torch.from_numpy(split.images), torch.from_numpy(split.labels))
-
-
-def curves_csv(history: History) -> str:
-    buf = io.StringIO()
-    fields = [f.name for f in dataclasses.fields(EpochStats)]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history.rows())
-    return buf.getvalue()
-
-
-def log_epoch(stats: EpochStats) -> None:
-    tracking.log_metrics(
-        {k: v for k, v in dataclasses.asdict(stats).items() if k != "epoch"}, step=stats.epoch
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,71 +52,101 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         cfg = load_sections(args.params, SECTIONS)
         data = load_dataset(args.data)
-        norm = data.extra["normalization"]
-        runtime = resolve_runtime(
-            cfg["train"].device, cfg["train"].precision, cfg["train"].num_threads
-        )
-        seed_everything(cfg["train"].seed)
-        in_channels = data.image_shape[0]
-        model = build_model(
-            cfg["model"], in_channels, len(data.class_names), norm["mean"], norm["std"]
-        )
-        tags = tracking.run_tags("train")
-        run_name = (
-            f"{cfg['model'].arch}-{tags.get('dvc_exp_name', tags.get('git_commit', 'local')[:8])}"
-        )
-        with tracking.start_run(cfg["tracking"].experiment, run_name, tags) as run_id:
-            tracking.log_params(
-                {k: dataclasses.asdict(cfg[k]) for k in ("model", "train")}
-                | {"data": {"source": data.source, **data.meta()["splits"]}}
-            )
-            history = fit(
-                model,
-                tensors(data.splits["train"]),
-                tensors(data.splits["val"]),
-                cfg["train"],
-                runtime,
-                on_epoch_end=log_epoch,
-            )
-            meta = {
-                "class_names": data.class_names,
-                "in_channels": in_channels,
-                "image_shape": list(data.image_shape),
-                "normalization": norm,
-            }
-            save_checkpoint(args.model_dir / "model.pt", model, cfg["model"], meta)
-            model_uri = log_model(model.cpu().eval(), data.splits["val"], data.class_names)
-        atomic_write_text(args.curves, curves_csv(history))
-        last = history.epochs[-1]
-        atomic_write_json(
-            args.report,
-            {
-                "run_id": run_id,
-                "model_uri": model_uri,
-                "experiment": cfg["tracking"].experiment,
-                "device": history.device,
-                "precision": history.precision,
-                "train_seconds": round(history.train_seconds, 2),
-                "images_per_second": round(last.images_per_second, 1),
-                "val_accuracy": round(last.val_accuracy, 4),
-                "epochs": len(history.epochs),
-            },
-        )
-        log.info(
-            "run %s: val accuracy %.4f after %d epochs",
-            run_id,
-            last.val_accuracy,
-            len(history.epochs),
-        )
+        runtime = runtime_for(cfg["train"])
+        try:
+            train_stage(args, cfg, data, runtime)
+        finally:
+            distributed.shutdown()
 
     return run_stage("train", body)
 
 
-def log_model(model: torch.nn.Module, sample: ImageSplit, class_names: list[str]) -> str:
-    example = sample.images[:4].astype("float32")  # raw pixels, batch >= 2 for pt2 export
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    return tracking.log_torch_model(model, example, output, {"class_names": class_names})
+def train_stage(
+    args: argparse.Namespace, cfg: dict[str, Any], data: ImageDataset, runtime: Runtime
+) -> None:
+    seed_everything(cfg["train"].seed)
+    norm = data.extra["normalization"]
+    model = build_model(
+        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
+    )
+    train, val = (
+        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
+        for s in ("train", "val")
+    )
+    path = args.resume_file or args.model_dir / RESUME_FILE
+    resume = ResumeFile.for_run(
+        path, cfg["model"], cfg["train"], {"train": train, "val": val}, runtime.dist
+    )
+    state = resume.load() or {}  # a bad checkpoint fails here, before MLflow is touched
+    if not runtime.dist.is_main:
+        logging.getLogger("mlpipe").setLevel(logging.WARNING)  # rank 0 reports progress
+        fit(model, train, val, cfg["train"], runtime, checkpointer=resume)
+        return
+    from mlpipe import tracking  # only here: only rank 0 ever imports mlflow
+
+    with open_run(tracking, cfg, resume.extra.get("mlflow_run_id")) as (run_id, reopened):
+        resume.extra["mlflow_run_id"] = run_id
+        if not reopened:
+            tracking.log_params(
+                {k: dataclasses.asdict(cfg[k]) for k in ("model", "train")}
+                | {"data": {"source": data.source, **data.meta()["splits"]}}
+            )
+            log_validation(tracking, args.validation, args.data_docs)
+            for row in state.get("history", []):  # epochs trained before a kill
+                log_epoch(row)
+        history = fit(model, train, val, cfg["train"], runtime, log_epoch, checkpointer=resume)
+        meta = model_meta(data.class_names, data.image_shape, norm)
+        save_checkpoint(args.model_dir / "model.pt", model, cfg["model"], meta)
+        uri = tracking.log_classifier(model, data.class_names, data.splits["train"].images[:4])
+    atomic_write_text(args.curves, history.to_csv())
+    report = {"run_id": run_id, "model_uri": uri, "experiment": cfg["tracking"].experiment}
+    atomic_write_json(args.report, report | history.summary())
+    resume.mark_complete(report)  # a later run starts from scratch
+    log.info("run %s: val accuracy %.4f", run_id, history.epochs[-1].val_accuracy)
+
+
+def log_validation(tracking: Any, report: Path | None, docs: Path | None) -> None:
+    """The data gate's results belong to the run of the pipeline execution that used the data."""
+    if report is not None and report.is_file():
+        summary = json.loads(report.read_text())
+        counts = ("evaluated", "passed", "failed", "warnings")
+        tracking.log_metrics({f"validation_{k}": summary[k] for k in counts if k in summary})
+        tracking.set_tags({"validation_success": str(summary.get("success"))})
+        tracking.log_artifact(report, "validation")
+    if docs is not None and docs.is_dir():
+        tracking.log_artifacts(docs, "validation/data_docs")
+
+
+def log_epoch(stats: EpochStats | dict[str, Any]) -> None:
+    from mlpipe import tracking
+
+    row = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
+    tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+@contextlib.contextmanager
+def open_run(
+    tracking: Any, cfg: dict[str, Any], previous: str | None
+) -> Iterator[tuple[str, bool]]:
+    """Reopen the killed run's MLflow run when resuming; else (or if it is gone) a new one."""
+    with contextlib.ExitStack() as stack:
+        run_id = None
+        if previous:
+            try:
+                run_id = stack.enter_context(tracking.resume_run(previous))
+            except TrackingError as exc:
+                log.warning("%s; logging to a new MLflow run", exc)
+        if run_id is None:
+            tags = tracking.run_tags("train")
+            suffix = tags.get("dvc_exp_name", tags.get("git_commit", "local")[:8])
+            run_id = stack.enter_context(
+                tracking.start_run(
+                    cfg["tracking"].experiment, f"{cfg['model'].arch}-{suffix}", tags
+                )
+            )
+            yield run_id, False
+        else:
+            yield run_id, True
 
 
 if __name__ == "__main__":

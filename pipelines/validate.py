@@ -1,21 +1,23 @@
 """Stage `validate`: check the raw dataset against the expectation suite.
 
-Writes the report (also when the data fails, so it can be inspected), logs
-failed `warn` checks, and exits 1 if any `error` check failed.
+Writes the report (also when the data fails, so it can be inspected) and, with
+--data-docs, GX Data Docs (HTML); logs failed `warn` checks, and exits 1 if any
+`error` check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 
 from mlpipe.cli import run_stage
-from mlpipe.config import Severity, load_sections
-from mlpipe.data.dataset import load_dataset
-from mlpipe.data.expectations import build_specs
-from mlpipe.data.table import image_table
+from mlpipe.config import DataConfig, Severity, load_sections
+from mlpipe.data.dataset import ImageDataset, load_dataset
+from mlpipe.data.expectations import CLASSES, IMAGES, build_specs, expected_splits
+from mlpipe.data.table import class_table, image_table
 from mlpipe.errors import ValidationFailed
 from mlpipe.io import atomic_write_json
 from mlpipe.validation import run_suite
@@ -28,7 +30,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", default="params.yaml", help="params file (data, validate)")
     parser.add_argument("--raw", required=True, help="dataset folder written by ingest")
     parser.add_argument("--report", required=True, help="JSON report to write")
+    parser.add_argument("--data-docs", help="folder to (re)write GX Data Docs into (optional)")
     return parser.parse_args(argv)
+
+
+def data_facts(cfg: DataConfig, dataset: ImageDataset) -> DataConfig:
+    """The data settings, with the class names of the dataset where params leave them empty."""
+    if cfg.class_names:
+        return cfg
+    return dataclasses.replace(cfg, class_names=list(dataset.class_names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,14 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         cfg = load_sections(args.params, ["data", "validate"])
         dataset = load_dataset(args.raw)
+        data = data_facts(cfg["data"], dataset)
         start = time.perf_counter()
-        table = image_table(dataset)
-        specs = build_specs(cfg["validate"], cfg["data"])
-        log.info("table: %d rows in %.2f s", len(table), time.perf_counter() - start)
+        images = image_table(dataset)
+        classes = class_table(images, expected_splits(cfg["validate"]), data.class_names)
+        specs = build_specs(cfg["validate"], data)
+        log.info("table: %d rows in %.2f s", len(images), time.perf_counter() - start)
 
         start = time.perf_counter()
-        report = run_suite(table, specs)
-        log.info("suite: %d expectations in %.2f s", len(specs), time.perf_counter() - start)
+        report = run_suite({IMAGES: images, CLASSES: classes}, specs, args.data_docs)
+        what = f" and data docs in {args.data_docs}" if args.data_docs else ""
+        log.info(
+            "suite: %d expectations%s in %.2f s", len(specs), what, time.perf_counter() - start
+        )
         atomic_write_json(args.report, report.to_dict())
         for line in report.failure_lines(Severity.warn):
             log.warning("check failed (warn): %s", line)

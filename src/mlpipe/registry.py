@@ -1,39 +1,333 @@
-"""Champion/challenger decision: pure, so it is tested without a registry."""
+"""Promotion gates, lineage and alias history: pure, so they are tested without a registry.
+
+A candidate is
+- `rejected` when it misses a minimum test metric or a check (export parity, agreement of
+  the logged model with the evaluation). It is still registered, for the record, but gets
+  no alias: `challenger` always names the latest candidate that passed the minimums.
+- `promoted` when it passes the minimums and, against the champion on the same test
+  images, gains at least `min_improvement` in `metric` with an exact McNemar p < alpha
+  (or when there is no champion), and `auto_promote` is on.
+- `challenger` otherwise: registered with the `challenger` alias, champion unchanged.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
+
+import numpy as np
+
+from mlpipe.config import GATE_METRICS, RegisterConfig
+from mlpipe.errors import TrackingError
+from mlpipe.evaluation.metrics import classification_metrics
+from mlpipe.evaluation.stats import McNemar, mcnemar_exact
+
+
+class Outcome(str, Enum):
+    promoted = "promoted"
+    challenger = "challenger"
+    rejected = "rejected"
+
+
+@dataclass
+class Evaluation:
+    """One model on the test set: its metrics and which images it got right."""
+
+    metrics: dict[str, Any]  # classification_metrics(): accuracy, macro_f1, per_class, ...
+    correct: np.ndarray  # (N,) bool, in test-set order
+
+
+@dataclass
+class MinimumCheck:
+    metric: str
+    required: float
+    actual: float
+
+    @property
+    def passed(self) -> bool:
+        return self.actual >= self.required
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
 
 
 @dataclass
 class Decision:
-    promote: bool
+    outcome: Outcome
+    eligible: bool  # passed every gate (promoted now, or by `mlpipe registry promote`)
     reason: str
     metric: str
-    candidate: float
-    champion: float | None
-    champion_version: str | None
+    candidate: float  # the candidate's test `metric`
+    champion: float | None = None
+    champion_version: str | None = None
+    improvement: float | None = None
+    minimums: list[MinimumCheck] = field(default_factory=list)
+    mcnemar: McNemar | None = None
+    alpha: float = 0.05
+    min_improvement: float = 0.0
+
+    @property
+    def promote(self) -> bool:
+        return self.outcome is Outcome.promoted
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "outcome": self.outcome.value,
+            "promote": self.promote,
+            "eligible": self.eligible,
+            "reason": self.reason,
+            "metric": self.metric,
+            "candidate": self.candidate,
+            "champion": self.champion,
+            "champion_version": self.champion_version,
+            "improvement": self.improvement,
+            "min_improvement": self.min_improvement,
+            "alpha": self.alpha,
+            "minimums": [m.to_dict() for m in self.minimums],
+            "mcnemar": self.mcnemar.to_dict() if self.mcnemar else None,
+        }
+
+
+def check_minimums(metrics: dict[str, float], required: dict[str, float]) -> list[MinimumCheck]:
+    missing = sorted(set(required) - set(metrics))
+    if missing:
+        raise ValueError(f"metrics lack {', '.join(missing)}: cannot check the minimums")
+    return [MinimumCheck(k, float(v), float(metrics[k])) for k, v in required.items()]
 
 
 def decide(
-    metric: str, candidate: float, champion: float | None, champion_version: str | None
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    cfg: RegisterConfig,
+    champion_version: str | None = None,
+    champion_error: str | None = None,
+    failed_checks: list[str] | None = None,
 ) -> Decision:
-    """Promote iff there is no champion or the candidate is strictly better (higher)."""
-    if champion is None:
-        why = (
-            "no current champion"
-            if champion_version is None
-            else (f"champion v{champion_version} has no recorded test_{metric}")
-        )
-        return Decision(True, why, metric, candidate, None, champion_version)
-    if candidate > champion:
-        why = f"test {metric} {candidate:.4f} beats champion v{champion_version} ({champion:.4f})"
-        return Decision(True, why, metric, candidate, champion, champion_version)
-    why = (
-        f"test {metric} {candidate:.4f} does not beat champion v{champion_version} ({champion:.4f})"
+    """Apply the gates in order: minimums and checks, then the comparison with the champion.
+
+    `champion_error` says why an existing champion could not be evaluated: then nothing
+    is promoted automatically.
+    """
+    minimums = check_minimums(candidate.metrics, cfg.min_metrics)
+    base = Decision(
+        outcome=Outcome.rejected,
+        eligible=False,
+        reason="",
+        metric=cfg.metric,
+        candidate=float(candidate.metrics[cfg.metric]),
+        champion_version=champion_version,
+        minimums=minimums,
+        alpha=cfg.alpha,
+        min_improvement=cfg.min_improvement,
     )
-    return Decision(False, why, metric, candidate, champion, champion_version)
+    problems = [
+        f"{m.metric} {m.actual:.4f} < minimum {m.required:.4f}" for m in minimums if not m.passed
+    ] + list(failed_checks or [])
+    if problems:
+        base.reason = "rejected: " + "; ".join(problems)
+        return base
+    if champion is None:
+        if champion_error:
+            base.outcome = Outcome.challenger
+            base.reason = f"champion v{champion_version} could not be evaluated: {champion_error}"
+            return base
+        return _eligible(base, "passes the minimums; no current champion", cfg.auto_promote)
+    return _compare(base, candidate, champion, cfg)
+
+
+def _compare(
+    base: Decision, candidate: Evaluation, champion: Evaluation, cfg: RegisterConfig
+) -> Decision:
+    test = mcnemar_exact(champion.correct, candidate.correct)
+    base.mcnemar = test
+    base.champion = float(champion.metrics[cfg.metric])
+    base.improvement = round(base.candidate - base.champion, 6)
+    evidence = (
+        f"{cfg.metric} {base.candidate:.4f} vs champion v{base.champion_version} "
+        f"{base.champion:.4f} ({base.improvement:+.4f}); McNemar b={test.b} c={test.c} "
+        f"p={test.p_value:.3g}"
+    )
+    if test.significant(cfg.alpha) and not test.candidate_better:
+        base.outcome, base.reason = Outcome.challenger, f"significantly worse: {evidence}"
+    elif base.improvement < cfg.min_improvement:
+        base.outcome = Outcome.challenger
+        base.reason = f"gain below {cfg.min_improvement:g}: {evidence}"
+    elif not (test.significant(cfg.alpha) and test.candidate_better):
+        base.outcome = Outcome.challenger
+        base.reason = f"not significant at alpha {cfg.alpha:g}: {evidence}"
+    else:
+        return _eligible(base, f"significantly better: {evidence}", cfg.auto_promote)
+    return base
+
+
+def _eligible(base: Decision, reason: str, auto_promote: bool) -> Decision:
+    base.eligible = True
+    if auto_promote:
+        base.outcome, base.reason = Outcome.promoted, reason
+    else:
+        base.outcome = Outcome.challenger
+        base.reason = f"{reason}; auto_promote is off: promote with `mlpipe registry promote`"
+    return base
+
+
+def evaluate_labels(
+    y_true: np.ndarray, predicted: np.ndarray, class_names: list[str]
+) -> Evaluation:
+    """An Evaluation from true class indices and predicted class names."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({str(p) for p in predicted} - set(index))
+    if unknown:
+        raise ValueError(f"predicts labels outside the test classes: {', '.join(unknown[:5])}")
+    y_pred = np.array([index[str(p)] for p in predicted], dtype=np.int64)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"{len(y_pred)} predictions for {len(y_true)} test images")
+    return Evaluation(classification_metrics(y_true, y_pred, class_names), y_pred == y_true)
+
+
+def agreement_problem(predicted: np.ndarray, reference: list[str]) -> str | None:
+    """Why the logged model's labels and evaluate's disagree too much, or None.
+
+    Up to 0.1 % (at least one image) may differ: TorchScript and eager PyTorch can round
+    differently on a near-tie.
+    """
+    if len(predicted) != len(reference):
+        return f"logged model gave {len(predicted)} predictions, evaluate {len(reference)}"
+    differ = int(np.count_nonzero(np.asarray(predicted, dtype=str) != np.asarray(reference)))
+    allowed = max(1, len(reference) // 1000)
+    if differ > allowed:
+        return f"logged model disagrees with evaluate on {differ} of {len(reference)} test images"
+    return None
+
+
+def summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = [*GATE_METRICS, "n"]
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+# -- lineage and tags -------------------------------------------------------------------
+
+
+def dvc_dep_hash(lock: dict[str, Any], stage: str, path: str) -> str | None:
+    """The md5 DVC recorded for `path` among `stage`'s deps in dvc.lock, if any."""
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    deps = (stages or {}).get(stage, {}).get("deps", []) if isinstance(stages, dict) else []
+    wanted = path.rstrip("/")
+    for dep in deps if isinstance(deps, list) else []:
+        if isinstance(dep, dict) and str(dep.get("path", "")).rstrip("/") == wanted:
+            value = dep.get("md5") or dep.get("hash")
+            return str(value) if value else None
+    return None
+
+
+def lineage(
+    run_id: str, run_params: dict[str, str], run_tags: dict[str, str], data_md5: str | None
+) -> dict[str, str]:
+    """Where a version came from: code, data, params and the MLflow run."""
+    params_json = json.dumps(run_params, sort_keys=True)
+    return {
+        "git_commit": run_tags.get("git_commit") or "unknown",
+        "data_md5": data_md5 or "unknown",
+        "params_md5": hashlib.md5(params_json.encode()).hexdigest(),
+        "run_id": run_id,
+        "params": params_json,
+    }
+
+
+def version_tags(
+    decision: Decision,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    lineage_tags: dict[str, str],
+    exports: dict[str, dict[str, Any]],
+) -> dict[str, str]:
+    """Every number behind the decision, flat, for the model version."""
+    tags = {
+        "decision": decision.outcome.value,
+        "decision_reason": decision.reason,
+        "gate.eligible": str(decision.eligible).lower(),
+        "gate.metric": decision.metric,
+        "gate.minimums": json.dumps([m.to_dict() for m in decision.minimums]),
+        "run_id": lineage_tags["run_id"],
+    }
+    tags.update({f"test_{k}": str(candidate[k]) for k in GATE_METRICS if k in candidate})
+    tags.update({f"lineage.{k}": v for k, v in lineage_tags.items()})
+    if decision.champion_version is not None:
+        tags["gate.champion_version"] = decision.champion_version
+    if champion is not None:
+        tags.update({f"champion_test_{k}": str(champion[k]) for k in GATE_METRICS if k in champion})
+    if decision.mcnemar is not None:
+        tags.update(
+            {
+                "gate.improvement": f"{decision.improvement:.6f}",
+                "gate.mcnemar_b": str(decision.mcnemar.b),
+                "gate.mcnemar_c": str(decision.mcnemar.c),
+                "gate.p_value": f"{decision.mcnemar.p_value:.6g}",
+                "gate.alpha": str(decision.alpha),
+            }
+        )
+    for fmt, check in exports.items():
+        tags[f"export.{fmt}.max_abs_diff"] = f"{check['max_abs_diff']:.3e}"
+        tags[f"export.{fmt}.passed"] = str(check["passed"]).lower()
+    tags["export.passed"] = str(all(c["passed"] for c in exports.values())).lower()
+    return tags
+
+
+# -- alias history ------------------------------------------------------------------------
+# MLflow keeps no history of alias moves. Per alias, two registered-model tags keep it:
+# a stack of the versions that held the alias (what rollback pops) and a log of moves.
+
+MAX_STACK = 100
+MAX_HISTORY_CHARS = 4500  # registered-model tag values are VARCHAR(5000) in SQL stores
+
+
+def stack_tag(alias: str) -> str:
+    return f"mlpipe.alias_stack.{alias}"
+
+
+def history_tag(alias: str) -> str:
+    return f"mlpipe.alias_history.{alias}"
+
+
+def parse_json_list(text: str | None) -> list[Any]:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def after_promotion(stack: list[str], current: str | None, version: str) -> list[str]:
+    """The stack once `version` holds the alias: the current holder stays below it."""
+    out = [str(v) for v in stack]
+    if current is not None and (not out or out[-1] != current):
+        out.append(current)  # e.g. an alias set before history was kept, or by hand
+    if not out or out[-1] != version:
+        out.append(version)
+    return out[-MAX_STACK:]
+
+
+def rollback_target(stack: list[str], current: str | None, alias: str) -> tuple[str, list[str]]:
+    """The version that held the alias before `current`, and the stack after the rollback."""
+    out = [str(v) for v in stack]
+    while out and out[-1] == current:
+        out.pop()
+    if not out:
+        held = f"v{current}" if current is not None else "no version"
+        raise TrackingError(
+            f"@{alias} ({held}) has no earlier holder recorded: nothing to roll back to"
+        )
+    return out[-1], out
+
+
+def append_event(events: list[Any], event: dict[str, Any]) -> list[Any]:
+    """Add a move to the log, dropping the oldest while it is too long for a tag."""
+    out = [*events, event]
+    while len(out) > 1 and len(json.dumps(out)) > MAX_HISTORY_CHARS:
+        out.pop(0)
+    return out

@@ -1,31 +1,40 @@
 """Run an expectation suite with Great Expectations; the ONLY module importing it.
 
 GX 1.x is imported lazily (it takes seconds) and used through an ephemeral
-context, so nothing is written under gx/. What comes back is a plain
+context, so nothing is written under gx/. Each named table gets its own data
+asset, suite and validation definition. What comes back is a plain
 `ValidationReport`, free of GX types, timestamps and run ids: the same data
-gives the same report, byte for byte.
+gives the same report, byte for byte. On request GX also renders its Data Docs
+(HTML, with the run's timestamp) into a folder that is replaced whole.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlpipe.config import Severity
-from mlpipe.data.expectations import ExpectationSpec
+from mlpipe.data.expectations import CLASSES, IMAGES, ExpectationSpec
+from mlpipe.io import atomic_dir
+
+log = logging.getLogger(__name__)
 
 ID_COLUMN = "id"
 PARTIAL_COUNT = 20  # unexpected rows GX returns per expectation
 SHOWN_IDS = 3  # of those, how many ids a failure line names
 SHOWN_VALUES = 5  # and how many distinct values
+DOCS_SITE = "mlpipe"
 
-# how a failure line calls the rows a column expectation rejects; default "outside"
-_REJECTED = {"ExpectColumnValuesToNotBeNull": "null"}
+# what a failure line calls the rows of each table
+_UNITS = {IMAGES: "rows", CLASSES: "split/class pairs"}
 
 
 @dataclass
@@ -35,6 +44,8 @@ class ExpectationResult:
     kind: str
     description: str
     success: bool
+    rejected: str = "outside"  # what the failure line calls rejected rows
+    unit: str = "rows"  # and rows in general
     column: str | None = None
     observed: Any = None  # table-level expectations: what GX measured
     element_count: int | None = None  # column expectations: rows seen ...
@@ -56,9 +67,11 @@ class ExpectationResult:
                 names = (self.mismatched or {}).get(key)
                 if names:
                     text += f"; {key}: {', '.join(map(str, names))}"
+            if self.example_ids:
+                text += ", e.g. ids " + ", ".join(self.example_ids)
             return text
-        rejected = _REJECTED.get(self.kind, "outside")
-        text = f"{self.unexpected_count} of {self.element_count} rows {rejected}"
+        rejected = self.rejected
+        text = f"{self.unexpected_count} of {self.element_count} {self.unit} {rejected}"
         if self.example_ids:
             text += ", e.g. ids " + ", ".join(self.example_ids)
         if self.example_values and rejected == "outside":
@@ -136,47 +149,125 @@ class ValidationReport:
         }
 
 
-def run_suite(table: pd.DataFrame, specs: list[ExpectationSpec]) -> ValidationReport:
-    """Validate `table` against `specs`; results come back in `specs` order."""
-    table = table.reset_index(drop=True)  # GX reports rows by index label: make it positional
-    raw = _run_gx(table, specs)
-    ids = table[ID_COLUMN] if ID_COLUMN in table.columns else None
-    return ValidationReport([_to_result(spec, raw.get(i), ids) for i, spec in enumerate(specs)])
+def run_suite(
+    tables: Mapping[str, pd.DataFrame] | pd.DataFrame,
+    specs: list[ExpectationSpec],
+    docs_dir: str | Path | None = None,
+) -> ValidationReport:
+    """Validate the named `tables` against `specs`; results come back in `specs` order.
+
+    A lone DataFrame is the `images` table. With `docs_dir`, GX Data Docs (HTML)
+    of this run replace that folder whole.
+    """
+    if isinstance(tables, pd.DataFrame):
+        tables = {IMAGES: tables}
+    # GX reports rows by index label: make it positional
+    tables = {name: t.reset_index(drop=True) for name, t in tables.items()}
+    raw = _run_gx(tables, specs, docs_dir)
+    return ValidationReport(
+        [_to_result(spec, raw.get(i), tables.get(spec.table)) for i, spec in enumerate(specs)]
+    )
 
 
-def _run_gx(table: pd.DataFrame, specs: list[ExpectationSpec]) -> dict[int, Any]:
+def _run_gx(
+    tables: Mapping[str, pd.DataFrame], specs: list[ExpectationSpec], docs_dir: str | Path | None
+) -> dict[int, Any]:
     """GX results keyed by spec index (GX does not keep the suite's order)."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # before import: noisy
+    started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         _quiet_gx_loggers()
+        imported = time.perf_counter()
         ctx = gx.get_context(mode="ephemeral")
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        batch = (
-            ctx.data_sources.add_pandas("mlpipe")
-            .add_dataframe_asset("images")
-            .add_batch_definition_whole_dataframe("all")
-        )
-        suite = ctx.suites.add(gx.ExpectationSuite(name="mlpipe"))
-        for i, spec in enumerate(specs):
-            expectation_class = getattr(gx.expectations, spec.kind)
-            suite.add_expectation(expectation_class(**spec.kwargs, meta={"spec": i}))
-        definition = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="mlpipe", data=batch, suite=suite)
-        )
-        result = definition.run(
-            batch_parameters={"dataframe": table},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_COUNT},
-        )
-    by_spec = {}
+        source = ctx.data_sources.add_pandas("mlpipe")
+        run_id = RunIdentifier(run_name="mlpipe-validate")  # one run: one docs entry per table
+        by_spec: dict[int, Any] = {}
+        for name in dict.fromkeys(spec.table for spec in specs):
+            if name in tables:  # else its specs get "no table"
+                result = _validate_table(gx, ctx, source, name, tables[name], specs, run_id)
+                by_spec.update(_by_spec(result))
+        validated = time.perf_counter()
+        if docs_dir is not None:
+            _build_docs(ctx, Path(docs_dir))
+    log.info(
+        "GX: import %.2f s, validation %.2f s, data docs %.2f s",
+        imported - started,
+        validated - imported,
+        time.perf_counter() - validated,
+    )
+    return by_spec
+
+
+def _validate_table(
+    gx: Any,
+    ctx: Any,
+    source: Any,
+    name: str,
+    table: pd.DataFrame,
+    specs: list[ExpectationSpec],
+    run_id: Any,
+) -> Any:
+    """Run the specs of table `name` as one suite over one dataframe asset."""
+    batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=name))
+    for i, spec in enumerate(specs):
+        if spec.table == name:
+            suite.add_expectation(_expectation(gx, spec, i))
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    return definition.run(
+        batch_parameters={"dataframe": table},
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_COUNT},
+        run_id=run_id,
+    )
+
+
+def _expectation(gx: Any, spec: ExpectationSpec, index: int) -> Any:
+    kwargs = dict(spec.kwargs)
+    if spec.where:
+        from great_expectations.expectations.row_conditions import Column
+
+        (column, value), *more = spec.where.items()
+        if more:
+            raise ValueError(f"{spec.description}: `where` takes one column, got {spec.where}")
+        kwargs["row_condition"] = Column(column) == value
+    return getattr(gx.expectations, spec.kind)(**kwargs, meta={"spec": index})
+
+
+def _by_spec(result: Any) -> dict[int, Any]:
+    out = {}
     for r in result.results:
         config = r.expectation_config
         if config is not None and config.meta and "spec" in config.meta:
-            by_spec[int(config.meta["spec"])] = r
-    return by_spec
+            out[int(config.meta["spec"])] = r
+    return out
+
+
+def _build_docs(ctx: Any, docs_dir: Path) -> None:
+    """Render this context's suites and results as a static site that replaces `docs_dir`."""
+    for site in list(ctx.list_data_docs_sites()):
+        ctx.delete_data_docs_site(site)  # the ephemeral default points at a temp folder
+    with atomic_dir(docs_dir) as tmp:
+        ctx.add_data_docs_site(
+            DOCS_SITE,
+            {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(tmp.resolve()),  # GX wants it absolute
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        ctx.build_data_docs(site_names=[DOCS_SITE])
 
 
 def _quiet_gx_loggers() -> None:
@@ -186,20 +277,23 @@ def _quiet_gx_loggers() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _to_result(spec: ExpectationSpec, raw: Any, ids: pd.Series | None) -> ExpectationResult:
-    if raw is None:
-        return ExpectationResult(
-            spec.check, spec.severity, spec.kind, spec.description, False, error="no result"
-        )
+def _to_result(spec: ExpectationSpec, raw: Any, table: pd.DataFrame | None) -> ExpectationResult:
     out = ExpectationResult(
         check=spec.check,
         severity=spec.severity,
         kind=spec.kind,
         description=spec.description,
-        success=bool(raw.success),
+        success=False,
+        rejected=spec.rejected,
+        unit=_UNITS.get(spec.table, "rows"),
         column=spec.kwargs.get("column"),
-        error=_exception_message(raw.exception_info),
     )
+    if raw is None:
+        out.error = "no result" if table is not None else f"no table {spec.table!r}"
+        return out
+    out.success = bool(raw.success)
+    out.error = _exception_message(raw.exception_info)
+    ids = table[ID_COLUMN] if table is not None and ID_COLUMN in table.columns else None
     res = raw.result or {}
     if "unexpected_count" in res:
         out.element_count = int(res["element_count"])
@@ -217,6 +311,10 @@ def _to_result(spec: ExpectationSpec, raw: Any, ids: pd.Series | None) -> Expect
         out.observed = _plain(res["observed_value"])
         mismatched = (res.get("details") or {}).get("mismatched")
         out.mismatched = _plain(mismatched) if mismatched else None
+        if not out.success and spec.flag and table is not None and spec.flag in table:
+            flagged = table[spec.flag].fillna(False).astype(bool)
+            if ids is not None:
+                out.example_ids = [str(i) for i in ids[flagged].head(SHOWN_IDS)]
     return out
 
 

@@ -115,6 +115,29 @@ def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
     assert len(mlrun.data.tags["git_commit"]) == 40
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
+    validation = read_json(repo / "reports/validation.json")
+    assert mlrun.data.metrics["validation_passed"] == validation["passed"] > 0
+    assert mlrun.data.metrics["validation_failed"] == 0
+    docs = {a.path for a in client.list_artifacts(run_id, "validation/data_docs")}
+    assert "validation/data_docs/index.html" in docs
+    # promotion evidence, exports and lineage (issue 5)
+    assert reg["outcome"] == "promoted" and reg["mcnemar"] is None
+    assert all(m["passed"] for m in reg["minimums"])
+    assert reg["candidate_metrics"]["accuracy"] == pytest.approx(reg["evaluate_accuracy"])
+    for fmt in ("torchscript", "onnx"):
+        assert reg["exports"][fmt]["passed"] and reg["exports"][fmt]["max_abs_diff"] < 1e-4
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    processed = [d for d in lock["stages"]["train"]["deps"] if d["path"] == "data/processed"]
+    tags = client.get_model_version("digits-classifier", "1").tags
+    assert tags["lineage.data_md5"] == processed[0]["md5"] == reg["lineage"]["data_md5"]
+    assert tags["lineage.git_commit"] == mlrun.data.tags["git_commit"]
+    assert tags["lineage.run_id"] == run_id and tags["decision"] == "promoted"
+    assert json.loads(tags["lineage.params"])["train.epochs"] == "2"
+    assert tags["export.passed"] == "true"
+    files = {a.path for a in client.list_artifacts(run_id)}
+    files |= {a.path for a in client.list_artifacts(run_id, "export")}
+    assert {"model_card.md", "export/model.onnx", "export/model.torchscript.pt"} <= files
+    assert mlrun.data.tags["registration_decision"] == "promoted"
 
 
 def test_logged_model_serves_predictions(repo: Path) -> None:
@@ -125,10 +148,11 @@ def test_logged_model_serves_predictions(repo: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
     with np.load(repo / "data/processed/test.npz") as npz:
-        images, labels = npz["images"][:64].astype("float32"), npz["labels"][:64]
-    logits = np.asarray(model.predict(images))
-    assert logits.shape == (64, 10)
-    assert (logits.argmax(1) == labels).mean() > 0.8
+        images, labels = npz["images"][:64], npz["labels"][:64]  # raw uint8 pixels
+    predictions = model.predict(images)
+    assert list(predictions.columns) == ["label", "probability", "probabilities"]
+    assert (predictions["label"].astype(int).to_numpy() == labels).mean() > 0.8
+    assert np.stack(predictions["probabilities"]).shape == (64, 10)
 
 
 def test_nothing_changed_reruns_nothing(repo: Path) -> None:
@@ -150,6 +174,11 @@ def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
     assert new[0].data.params["train.epochs"] == "1"
     assert mlflow_client(repo).get_registered_model("digits-classifier").aliases["challenger"] == 2
     assert not list(repo.glob(".dvc/tmp/exps/**/mlflow.db"))
+    # one epoch does not beat the two-epoch champion: compared, kept as challenger
+    v2 = mlflow_client(repo).get_model_version("digits-classifier", "2").tags
+    assert v2["decision"] == "challenger" and v2["gate.champion_version"] == "1"
+    assert float(v2["gate.p_value"]) <= 1.0 and int(v2["gate.mcnemar_b"]) >= 0
+    assert mlflow_client(repo).get_registered_model("digits-classifier").aliases["champion"] == 1
 
 
 def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:

@@ -16,7 +16,7 @@ from pipelines.validate import main
 from mlpipe.config import DataConfig, ValidateConfig
 from mlpipe.data.dataset import ImageDataset, ImageSplit, load_dataset, save_dataset
 from mlpipe.data.expectations import build_specs
-from mlpipe.data.table import image_table
+from mlpipe.data.table import class_table, image_table
 from mlpipe.validation import run_suite
 
 pytestmark = pytest.mark.integration
@@ -178,15 +178,45 @@ def test_missing_column_fails_schema_and_its_checks_without_breaking_others(good
     table = image_table(load_dataset(good_raw)).drop(columns=["sha1"])
     table.loc[3, "label"] = 12
     data = DataConfig(class_names=synthetic().class_names)
-    report = run_suite(table, build_specs(ValidateConfig(), data))
+    classes = class_table(table, ["train", "test"], data.class_names)
+    report = run_suite({"images": table, "classes": classes}, build_specs(ValidateConfig(), data))
     lines = report.failure_lines()
     assert not report.success
     assert lines[0].startswith("schema: columns are exactly {id, split, label")
     assert lines[0].endswith("; missing: sha1")
+    assert any(x.startswith("types: sha1 is str: could not be evaluated: ") for x in lines)
     assert any(x.startswith("not_null: sha1 not null: could not be evaluated: ") for x in lines)
     assert any("sha1" in x and "does not exist" in x for x in lines)
     assert (
         "label_set: label in {0..9}: 1 of 120 rows outside, e.g. ids train-00000003 (values 12)"
         in lines
     )
-    assert report.to_dict()["failed"] == len(lines) == 3
+    dups = [x for x in lines if x.startswith("duplicates: ")]
+    assert len(dups) == 2 and all("could not be evaluated" in x for x in dups)
+    assert report.to_dict()["failed"] == len(lines) == 6
+
+
+def test_a_table_without_rows_fails_row_counts_not_the_run(params, tmp_path, capsys):
+    empty = ImageSplit(np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64))
+    ds = synthetic()
+    ds.splits["test"] = empty
+    save_dataset(ds, tmp_path / "raw")
+    code, err, report = run(params, tmp_path / "raw", tmp_path / "validation.json", capsys)
+    assert code == 1
+    assert "rows: test rows >= 1: observed 0" in err
+    assert "class_coverage: every class has >= 1 image in each split (train, test): " in err
+    assert report["success"] is False
+
+
+def test_data_docs_relative_path_replaced_whole(params, good_raw, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--params", str(params), "--raw", str(good_raw), "--report", "reports/v.json"]
+    assert main([*argv, "--data-docs", "reports/data_docs"]) == 0, capsys.readouterr().err
+    docs = tmp_path / "reports" / "data_docs"
+    assert (docs / "index.html").is_file()
+    assert len(list((docs / "validations" / "images").rglob("*.html"))) == 1
+    (docs / "stale.txt").write_text("from an earlier run\n")
+    assert main([*argv, "--data-docs", "reports/data_docs"]) == 0
+    assert not (docs / "stale.txt").exists()
+    assert len(list((docs / "validations" / "images").rglob("*.html"))) == 1
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["data_docs", "v.json"]

@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
+import torch._dynamo  # the first optimiser imports it (~2 s): pay that at collection
+from torch.nn import functional as F
 
-from mlpipe.config import load_model_config
+from mlpipe.config import MODEL_CONFIGS, ResNetConfig, ViTConfig, load_model_config
+from mlpipe.errors import ConfigError
 from mlpipe.models import ARCHITECTURES, Classifier, build_model
 from mlpipe.models.common import Normalize
+from mlpipe.models.vit import Attention
+from mlpipe.training.checkpoint import load_checkpoint, save_checkpoint
 
 NUM_CLASSES = 5
-ARCHS = sorted(ARCHITECTURES)
+CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+# every architecture with its defaults, plus the variants that change the graph
+VARIANTS: dict[str, dict[str, Any]] = {arch: {} for arch in ARCHITECTURES} | {
+    "vit-mean": {"arch": "vit", "pool": "mean"},
+}
+ARCHS = sorted(VARIANTS)
 
 
-def make_model(arch: str, in_channels: int) -> Classifier:
-    cfg = load_model_config({"model": {"arch": arch}})
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny batches: thread hand-offs cost more than the work, and much more on a busy CPU.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(arch: str, in_channels: int, **overrides: Any) -> Classifier:
+    section = {"arch": arch} | VARIANTS.get(arch, {}) | overrides
+    cfg = load_model_config({"model": section})
     mean, std = [0.3] * in_channels, [0.2] * in_channels
     torch.manual_seed(0)
     return build_model(cfg, in_channels, NUM_CLASSES, mean, std)
@@ -26,7 +51,14 @@ def raw_images(batch: int, channels: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_is_not_empty():
-    assert "cnn" in ARCHS
+    assert {"cnn", "resnet", "vit"} <= set(ARCHITECTURES)
+
+
+def test_every_architecture_has_a_config_schema_and_a_conf_option():
+    assert set(ARCHITECTURES) == set(MODEL_CONFIGS)
+    for arch in ARCHITECTURES:
+        assert (CONF_MODEL / f"{arch}.yaml").is_file(), f"conf/model/{arch}.yaml missing"
+        assert MODEL_CONFIGS[arch]().arch == arch
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -108,3 +140,115 @@ def test_normalisation_statistics_are_buffers(arch):
     assert torch.allclose(state["normalize.mean"].flatten(), torch.tensor([0.3] * 3))
     assert torch.allclose(state["normalize.std"].flatten(), torch.tensor([0.2] * 3))
     assert "normalize.mean" not in dict(model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("arch", "overrides", "size"),
+    [
+        ("vit", {"image_size": 32, "patch_size": 8}, 32),
+        ("resnet", {"channels": [8, 16], "strides": [2, 2], "blocks": [1, 1]}, 20),
+        ("cnn", {}, 32),
+    ],
+)
+def test_other_image_sizes(arch, overrides, size):
+    model = make_model(arch, 1, **overrides).eval()
+    x = torch.randint(0, 256, (2, 1, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        assert model(x).shape == (2, NUM_CLASSES)
+
+
+def test_vit_rejects_an_image_size_it_was_not_built_for():
+    model = make_model("vit", 1).eval()
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"built for 28x28 images \(model.image_size\), got 32x32"):
+        model(x)
+
+
+def test_vit_tokens_and_pooling():
+    cls_model, mean_model = make_model("vit", 1).eval(), make_model("vit-mean", 1).eval()
+    x = raw_images(2, 1)
+    with torch.no_grad():
+        cls_tokens = cls_model.backbone.forward_features(cls_model.normalize(x))
+        mean_tokens = mean_model.backbone.forward_features(mean_model.normalize(x))
+        mean_logits = mean_model.backbone.head(mean_tokens.mean(dim=1))
+        direct = mean_model(x)
+    assert cls_tokens.shape == (2, 1 + 49, 128)  # class token + 7x7 patches of 4x4
+    assert mean_tokens.shape == (2, 49, 128)
+    assert torch.allclose(direct, mean_logits, atol=1e-6)
+    assert "backbone.cls_token" in dict(cls_model.named_parameters())
+    assert "backbone.cls_token" not in dict(mean_model.named_parameters())
+
+
+def test_attention_equals_the_textbook_formula():
+    torch.manual_seed(0)
+    attn = Attention(dim=16, heads=4, attn_dropout=0.0, dropout=0.0).eval()
+    x = torch.randn(2, 5, 16)  # (B, N, D)
+    q, k, v = attn.qkv(x).view(2, 5, 3, 4, 4).permute(2, 0, 3, 1, 4)  # each (B, H, N, D/H)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(4), dim=-1)  # (B, H, N, N)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 16))
+    with torch.no_grad():
+        assert torch.allclose(attn(x), expected, atol=1e-5)
+
+
+def test_resnet_downsamples_by_the_product_of_strides():
+    model = make_model("resnet", 1).eval()
+    with torch.no_grad():
+        features = model.backbone.forward_features(model.normalize(raw_images(2, 1)))
+    assert features.shape == (2, 256, 7, 7)  # 28 / (1 * 2 * 2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_steps_reduce_the_loss(arch):
+    """A few optimiser steps on one fixed batch: each architecture can fit it."""
+    x, y = raw_images(4, 1), torch.arange(4) % NUM_CLASSES
+    model = make_model(arch, 1, dropout=0.0).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize(
+    ("schema", "values", "key"),
+    [
+        (ViTConfig, {"dim": 130, "heads": 4}, "heads"),
+        (ViTConfig, {"image_size": 28, "patch_size": 5}, "patch_size"),
+        (ViTConfig, {"depth": 0}, "depth"),
+        (ViTConfig, {"dropout": 1.0}, "dropout"),
+        (ResNetConfig, {"strides": [1, 2]}, "strides"),
+        (ResNetConfig, {"blocks": [2, 0, 2]}, "blocks"),
+        (ResNetConfig, {"strides": [1, 3, 2]}, "strides"),
+        (ResNetConfig, {"channels": []}, "channels"),
+    ],
+)
+def test_bad_model_config_names_the_key(schema, values, key):
+    arch = schema().arch
+    with pytest.raises(ConfigError, match=rf"^p.yaml: model\.{key}: "):
+        load_model_config({"model": {"arch": arch, **values}}, where="p.yaml")
+
+
+def test_vit_pool_must_be_cls_or_mean():
+    with pytest.raises(ConfigError, match=r"model\.pool"):
+        load_model_config({"model": {"arch": "vit", "pool": "max"}})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_checkpoint_round_trip_rebuilds_the_same_model(arch, tmp_path):
+    model = make_model(arch, 1).eval()
+    cfg = load_model_config({"model": {"arch": arch} | VARIANTS.get(arch, {})})
+    meta = {
+        "class_names": [str(i) for i in range(NUM_CLASSES)],
+        "in_channels": 1,
+        "image_shape": [1, 28, 28],
+        "normalization": {"mean": [0.3], "std": [0.2]},
+    }
+    save_checkpoint(tmp_path / "model.pt", model, cfg, meta)
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    x = raw_images(2, 1)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -1,56 +1,221 @@
-"""Champion/challenger decision."""
+"""Promotion gates, lineage and alias history: pure logic, crafted predictions."""
 
 from __future__ import annotations
 
-from mlpipe.registry import decide
+import json
+
+import numpy as np
+import pytest
+
+from mlpipe.config import RegisterConfig
+from mlpipe.errors import TrackingError
+from mlpipe.registry import (
+    Evaluation,
+    Outcome,
+    after_promotion,
+    agreement_problem,
+    append_event,
+    decide,
+    dvc_dep_hash,
+    evaluate_labels,
+    lineage,
+    rollback_target,
+    version_tags,
+)
+
+N = 1000
 
 
-def test_no_champion_promotes():
-    decision = decide("accuracy", 0.9, None, None)
-    assert decision.promote is True
-    assert decision.reason == "no current champion"
-    assert decision.champion is None
-    assert decision.candidate == 0.9
+def model(correct: np.ndarray, **overrides: float) -> Evaluation:
+    acc = float(np.mean(correct))
+    metrics = {"accuracy": acc, "macro_f1": acc, "worst_class_recall": acc, **overrides}
+    return Evaluation(metrics, correct)
 
 
-def test_better_candidate_promotes():
-    decision = decide("accuracy", 0.9123, 0.9, "3")
-    assert decision.promote is True
-    assert "0.9123" in decision.reason
-    assert "0.9000" in decision.reason
-    assert "v3" in decision.reason
-    assert "beats" in decision.reason
+def right(count: int, start: int = 0) -> np.ndarray:
+    """Correct on images start .. start+count-1 of N."""
+    out = np.zeros(N, bool)
+    out[start : start + count] = True
+    return out
 
 
-def test_equal_candidate_keeps_champion():
-    decision = decide("accuracy", 0.9, 0.9, "3")
-    assert decision.promote is False
-    assert decision.reason.count("0.9000") == 2
-    assert "does not beat" in decision.reason
+CHAMPION = model(right(900))  # accuracy 0.90
 
 
-def test_worse_candidate_keeps_champion():
-    decision = decide("macro_f1", 0.85, 0.875, "12")
-    assert decision.promote is False
-    assert "0.8500" in decision.reason
-    assert "0.8750" in decision.reason
-    assert "macro_f1" in decision.reason
-    assert "v12" in decision.reason
+def test_no_champion_passes_minimums_and_is_promoted():
+    decision = decide(model(right(920)), None, RegisterConfig())
+    assert decision.outcome is Outcome.promoted and decision.promote and decision.eligible
+    assert decision.reason == "passes the minimums; no current champion"
+    assert decision.mcnemar is None and decision.champion is None
 
 
-def test_champion_without_metric_promotes_and_says_so():
-    decision = decide("accuracy", 0.8, None, "4")
-    assert decision.promote is True
-    assert "v4" in decision.reason
-    assert "no recorded test_accuracy" in decision.reason
+def test_clear_win_is_promoted_with_its_evidence():
+    decision = decide(model(right(960)), CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.promoted
+    assert decision.mcnemar is not None
+    assert (decision.mcnemar.b, decision.mcnemar.c) == (0, 60)
+    assert decision.mcnemar.p_value < 1e-15
+    assert decision.improvement == pytest.approx(0.06)
+    assert decision.reason.startswith("significantly better: accuracy 0.9600 vs champion v3")
+    assert "b=0 c=60" in decision.reason
 
 
-def test_to_dict_round_trips_fields():
-    assert decide("accuracy", 0.5, 0.6, "2").to_dict() == {
-        "promote": False,
-        "reason": "test accuracy 0.5000 does not beat champion v2 (0.6000)",
-        "metric": "accuracy",
-        "candidate": 0.5,
-        "champion": 0.6,
-        "champion_version": "2",
+def test_tie_keeps_the_champion():
+    decision = decide(model(right(900)), CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.challenger and not decision.eligible
+    assert decision.mcnemar is not None and decision.mcnemar.p_value == 1.0
+    assert decision.reason.startswith("gain below 0.002")
+
+
+def test_same_accuracy_different_errors_is_a_tie_too():
+    swapped = right(900, start=50)  # 50 wins, 50 losses against the champion
+    decision = decide(model(swapped), CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.challenger
+    assert decision.mcnemar is not None
+    assert (decision.mcnemar.b, decision.mcnemar.c) == (50, 50)
+
+
+def test_small_gain_without_significance_is_not_promoted():
+    cand = right(905)  # c=5, b=0: p = 0.0625
+    decision = decide(model(cand), CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.challenger
+    assert decision.reason.startswith("not significant at alpha 0.05")
+    assert decide(model(cand), CHAMPION, RegisterConfig(alpha=0.1)).promote
+
+
+def test_significant_gain_below_the_required_improvement_is_not_promoted():
+    decision = decide(model(right(930)), CHAMPION, RegisterConfig(min_improvement=0.05))
+    assert decision.outcome is Outcome.challenger
+    assert decision.reason.startswith("gain below 0.05")
+
+
+def test_significant_loss_is_kept_as_challenger_and_says_so():
+    decision = decide(model(right(860)), CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.challenger and not decision.eligible
+    assert decision.mcnemar is not None and (decision.mcnemar.b, decision.mcnemar.c) == (40, 0)
+    assert decision.reason.startswith("significantly worse: accuracy 0.8600 vs champion v3")
+
+
+def test_below_a_minimum_metric_is_rejected_before_any_comparison():
+    weak = model(right(990), worst_class_recall=0.3)
+    decision = decide(weak, CHAMPION, RegisterConfig(), champion_version="3")
+    assert decision.outcome is Outcome.rejected and not decision.eligible
+    assert decision.reason == "rejected: worst_class_recall 0.3000 < minimum 0.5000"
+    assert decision.mcnemar is None
+    failed = [m.metric for m in decision.minimums if not m.passed]
+    assert failed == ["worst_class_recall"]
+
+
+def test_failed_checks_reject():
+    decision = decide(model(right(990)), None, RegisterConfig(), failed_checks=["onnx FAILED"])
+    assert decision.outcome is Outcome.rejected
+    assert decision.reason == "rejected: onnx FAILED"
+
+
+def test_manual_promotion_mode_records_eligibility_only():
+    decision = decide(model(right(960)), CHAMPION, RegisterConfig(auto_promote=False))
+    assert decision.outcome is Outcome.challenger and decision.eligible
+    assert "auto_promote is off" in decision.reason
+
+
+def test_champion_that_cannot_be_evaluated_blocks_automatic_promotion():
+    decision = decide(model(right(990)), None, RegisterConfig(), "4", "predicts labels outside")
+    assert decision.outcome is Outcome.challenger and not decision.eligible
+    assert decision.reason == "champion v4 could not be evaluated: predicts labels outside"
+
+
+def test_missing_metric_is_an_error():
+    with pytest.raises(ValueError, match="lack macro_f1"):
+        decide(
+            Evaluation({"accuracy": 0.9, "worst_class_recall": 0.9}, right(900)),
+            None,
+            RegisterConfig(),
+        )
+
+
+def test_decision_dict_is_json_ready():
+    d = decide(model(right(960)), CHAMPION, RegisterConfig(), champion_version="3").to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["outcome"] == "promoted" and d["promote"] is True
+    assert d["mcnemar"] == {"n": N, "b": 0, "c": 60, "p_value": d["mcnemar"]["p_value"]}
+    assert [m["metric"] for m in d["minimums"]] == ["accuracy", "macro_f1", "worst_class_recall"]
+
+
+def test_evaluate_labels_scores_names_against_indices():
+    ev = evaluate_labels(np.array([0, 1, 1, 2]), np.array(["a", "b", "a", "c"]), ["a", "b", "c"])
+    assert ev.correct.tolist() == [True, True, False, True]
+    assert ev.metrics["accuracy"] == 0.75 and ev.metrics["worst_class_recall"] == 0.5
+    with pytest.raises(ValueError, match="outside the test classes: x"):
+        evaluate_labels(np.array([0]), np.array(["x"]), ["a", "b"])
+
+
+def test_agreement_allows_one_in_a_thousand():
+    ref = ["a"] * 2000
+    assert agreement_problem(np.array(["b"] * 2 + ["a"] * 1998), ref) is None
+    problem = agreement_problem(np.array(["b"] * 3 + ["a"] * 1997), ref)
+    assert problem == "logged model disagrees with evaluate on 3 of 2000 test images"
+    assert "gave 1 predictions" in str(agreement_problem(np.array(["a"]), ref))
+
+
+LOCK = {
+    "stages": {
+        "train": {
+            "deps": [
+                {"path": "pipelines/train.py", "md5": "aaa"},
+                {"path": "data/processed", "md5": "abc123.dir", "nfiles": 4},
+            ]
+        }
     }
+}
+
+
+def test_dvc_dep_hash_reads_the_train_stage_deps():
+    assert dvc_dep_hash(LOCK, "train", "data/processed") == "abc123.dir"
+    assert dvc_dep_hash(LOCK, "train", "data/processed/") == "abc123.dir"
+    assert dvc_dep_hash(LOCK, "train", "data/raw") is None
+    assert dvc_dep_hash(LOCK, "evaluate", "data/processed") is None
+    assert dvc_dep_hash({}, "train", "data/processed") is None
+
+
+def test_lineage_and_version_tags_carry_every_number():
+    decision = decide(model(right(960)), CHAMPION, RegisterConfig(), champion_version="3")
+    lin = lineage("run1", {"train.lr": "0.1"}, {"git_commit": "c0ffee"}, "abc.dir")
+    assert lin == lineage("run1", {"train.lr": "0.1"}, {"git_commit": "c0ffee"}, "abc.dir")
+    exports = {"onnx": {"max_abs_diff": 2e-8, "passed": True}}
+    tags = version_tags(decision, {"accuracy": 0.96}, {"accuracy": 0.9}, lin, exports)
+    assert all(isinstance(v, str) for v in tags.values())
+    assert tags["decision"] == "promoted" and tags["gate.champion_version"] == "3"
+    assert (tags["gate.mcnemar_b"], tags["gate.mcnemar_c"]) == ("0", "60")
+    assert tags["lineage.git_commit"] == "c0ffee" and tags["lineage.data_md5"] == "abc.dir"
+    assert json.loads(tags["lineage.params"]) == {"train.lr": "0.1"}
+    assert tags["test_accuracy"] == "0.96" and tags["champion_test_accuracy"] == "0.9"
+    assert tags["export.onnx.passed"] == "true" and tags["export.passed"] == "true"
+    assert lineage("r", {}, {}, None)["data_md5"] == "unknown"
+
+
+def test_promote_and_rollback_walk_the_stack():
+    stack = after_promotion([], None, "1")
+    stack = after_promotion(stack, "1", "2")
+    stack = after_promotion(stack, "2", "3")
+    assert stack == ["1", "2", "3"]
+    target, stack = rollback_target(stack, "3", "champion")
+    assert (target, stack) == ("2", ["1", "2"])
+    target, stack = rollback_target(stack, "2", "champion")
+    assert (target, stack) == ("1", ["1"])
+    with pytest.raises(TrackingError, match="@champion \\(v1\\) has no earlier holder"):
+        rollback_target(stack, "1", "champion")
+
+
+def test_alias_set_outside_the_history_is_kept_below_the_new_holder():
+    assert after_promotion([], "7", "8") == ["7", "8"]
+    assert after_promotion(["1", "2"], "5", "6") == ["1", "2", "5", "6"]
+    # moved by hand to 5: rollback returns to the last holder we recorded
+    assert rollback_target(["1", "2"], "5", "champion") == ("2", ["1", "2"])
+
+
+def test_history_drops_the_oldest_moves_to_fit_a_tag():
+    events: list = []
+    for i in range(200):
+        events = append_event(events, {"version": str(i), "reason": "x" * 40})
+    assert len(json.dumps(events)) <= 4500
+    assert events[-1]["version"] == "199" and events[0]["version"] != "0"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mlpipe.data.dataset import ImageDataset, ImageSplit
-from mlpipe.data.table import TABLE_COLUMNS, image_table
+from mlpipe.data.table import CLASS_COLUMNS, TABLE_COLUMNS, TABLE_DTYPES, class_table, image_table
 
 
 def make_dataset() -> ImageDataset:
@@ -47,6 +47,8 @@ def test_dtypes(table):
     assert table["pixel_mean"].dtype == np.float64
     for column in ["id", "split", "sha1"]:
         assert pd.api.types.is_string_dtype(table[column]), column
+    assert table["leaked"].dtype == bool
+    assert {c: str(t) for c, t in table.dtypes.items()} == TABLE_DTYPES
 
 
 def test_shape_and_pixel_stats(table):
@@ -90,3 +92,34 @@ def test_empty_split_keeps_column_dtypes():
     table = image_table(ds)
     assert len(table) == 5
     assert (table.dtypes == image_table(make_dataset()).dtypes).all()
+
+
+def test_leaked_marks_non_train_images_identical_to_a_train_image():
+    ds = make_dataset()
+    ds.splits["test"].images[1] = ds.splits["train"].images[1]
+    table = image_table(ds)
+    assert list(table["leaked"]) == [False, False, False, False, True]
+    assert not image_table(make_dataset())["leaked"].any()  # a duplicate within train is not
+
+
+def test_ids_of_the_split_are_used_when_it_has_them():
+    ds = make_dataset()
+    ds.splits["test"].ids = np.array(["x/1.png", "y/2.png"])
+    assert list(image_table(ds)["id"][3:]) == ["x/1.png", "y/2.png"]
+
+
+def test_class_table_counts_every_split_and_class_also_absent_ones(table):
+    classes = class_table(table, ["train", "test", "val"], ["a", "b", "c"])
+    assert list(classes.columns) == CLASS_COLUMNS
+    assert list(classes["id"]) == [f"{s}/{c}" for s in ["train", "test", "val"] for c in "abc"]
+    assert list(classes["count"]) == [1, 1, 1, 1, 0, 1, 0, 0, 0]
+    np.testing.assert_allclose(classes["share"], [1 / 3] * 3 + [0.5, 0, 0.5] + [0] * 3)
+    imbalance = classes["imbalance"].to_numpy()
+    np.testing.assert_array_equal(imbalance, [1, 1, 1, 1, np.nan, 1, np.nan, np.nan, np.nan])
+
+
+def test_class_table_ratio_to_the_largest_class_ignores_unknown_labels():
+    images = pd.DataFrame({"split": ["train"] * 7, "label": [0, 0, 0, 0, 1, 9, -1]})
+    classes = class_table(images, ["train"], ["a", "b"])
+    assert list(classes["count"]) == [4, 1]
+    assert list(classes["imbalance"]) == [1.0, 4.0]

@@ -17,6 +17,7 @@ def clean_env(monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(tracking, "_exported_uri", None)
+    monkeypatch.setattr(tracking, "_user_override", None)
 
 
 def test_dvc_root_is_the_root(monkeypatch):

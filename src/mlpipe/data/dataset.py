@@ -1,8 +1,9 @@
 """The on-disk contract between stages: a folder of named splits.
 
 A dataset folder (data/raw, data/processed) holds one `<split>.npz` per split,
-each with `images` (N, C, H, W) uint8 and `labels` (N,) int64, plus `meta.json`
-with the class names, the source and the split names. Every source writes this,
+each with `images` (N, C, H, W) uint8 and `labels` (N,) int64 (and, for image
+folders, `ids` (N,) str: each image's file path), plus `meta.json` with the
+class names, the source and the split names. Every source writes this,
 so validation, preprocessing and training never care where images came from.
 """
 
@@ -26,6 +27,7 @@ META_FILE = "meta.json"
 class ImageSplit:
     images: np.ndarray  # (N, C, H, W) uint8
     labels: np.ndarray  # (N,) int64
+    ids: np.ndarray | None = None  # (N,) str, e.g. the file each image came from
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -34,6 +36,8 @@ class ImageSplit:
             raise DataError(
                 f"{len(self.images)} images but {len(self.labels)} labels: counts must match"
             )
+        if self.ids is not None and len(self.ids) != len(self.labels):
+            raise DataError(f"{len(self.ids)} ids but {len(self.labels)} labels: counts must match")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,11 +70,13 @@ def save_dataset(dataset: ImageDataset, out_dir: str | Path) -> None:
     """Write the whole folder atomically: it appears complete or not at all."""
     with atomic_dir(out_dir) as tmp:
         for name, split in dataset.splits.items():
-            np.savez(
-                tmp / f"{name}.npz",
-                images=np.ascontiguousarray(split.images, dtype=np.uint8),
-                labels=np.asarray(split.labels, dtype=np.int64),
-            )
+            images = np.ascontiguousarray(split.images, dtype=np.uint8)
+            labels = np.asarray(split.labels, dtype=np.int64)
+            if split.ids is None:
+                np.savez(tmp / f"{name}.npz", images=images, labels=labels)
+            else:
+                ids = np.asarray(split.ids, dtype=str)
+                np.savez(tmp / f"{name}.npz", images=images, labels=labels, ids=ids)
         (tmp / META_FILE).write_text(json.dumps(dataset.meta(), indent=2) + "\n")
 
 
@@ -92,7 +98,8 @@ def load_dataset(folder: str | Path) -> ImageDataset:
 def _load_split(path: Path) -> ImageSplit:
     try:
         with np.load(path) as npz:
-            return ImageSplit(images=npz["images"], labels=npz["labels"])
+            ids = npz["ids"] if "ids" in npz.files else None
+            return ImageSplit(images=npz["images"], labels=npz["labels"], ids=ids)
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:

@@ -3,7 +3,8 @@
 fashion_mnist: the four official IDX files, found in `data.path`, else the
 Debian package dataset-fashion-mnist (`data.debian_dir`), else downloaded from
 `data.urls` into a cache folder. digits: scikit-learn's bundled 8x8 digits,
-upsampled; offline and tiny, for tests and demos.
+upsampled; offline and tiny, for tests and demos. imagefolder: your own PNG/JPEG
+files, one sub-folder per class (see mlpipe.data.imagefolder).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 from mlpipe.config import DataConfig, DataSource
 from mlpipe.data.dataset import ImageDataset, ImageSplit
 from mlpipe.data.idx import md5_of_content, read_idx_pair
+from mlpipe.data.imagefolder import load_imagefolder
 from mlpipe.data.split import stratified_split
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.io import atomic_path
@@ -61,6 +63,7 @@ def load_source(cfg: DataConfig) -> ImageDataset:
     loaders: dict[DataSource, Callable[[DataConfig], ImageDataset]] = {
         DataSource.fashion_mnist: load_fashion_mnist,
         DataSource.digits: load_digits,
+        DataSource.imagefolder: load_imagefolder,
     }
     return loaders[DataSource(cfg.source)](cfg)
 

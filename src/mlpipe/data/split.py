@@ -69,4 +69,5 @@ def make_processed(raw: ImageDataset, val_fraction: float, seed: int) -> ImageDa
 
 
 def _take(split: ImageSplit, index: np.ndarray) -> ImageSplit:
-    return ImageSplit(images=split.images[index], labels=split.labels[index])
+    ids = None if split.ids is None else split.ids[index]
+    return ImageSplit(images=split.images[index], labels=split.labels[index], ids=ids)

@@ -9,8 +9,10 @@ from torch import nn
 
 from mlpipe.models.cnn import CNN
 from mlpipe.models.common import Normalize
+from mlpipe.models.resnet import ResNet
+from mlpipe.models.vit import ViT
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": CNN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": CNN, "resnet": ResNet, "vit": ViT}
 
 
 class Classifier(nn.Module):

@@ -24,11 +24,23 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model": _plain(dataclasses.asdict(model_cfg)),
+        "model": plain(dataclasses.asdict(model_cfg)),
         "meta": meta,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def model_meta(
+    class_names: list[str], image_shape: tuple[int, int, int], normalization: dict[str, Any]
+) -> dict[str, Any]:
+    """What `load_checkpoint` needs besides the weights and the model config."""
+    return {
+        "class_names": list(class_names),
+        "in_channels": image_shape[0],
+        "image_shape": list(image_shape),
+        "normalization": normalization,
+    }
 
 
 def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
@@ -62,10 +74,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Enums to their values so the checkpoint loads with weights_only=True."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return getattr(value, "value", value)

@@ -1,0 +1,66 @@
+"""A small ResNet (He et al., 2016) for 28x28 images: the high-accuracy profile.
+
+A 3x3 stem without down-sampling (the images are already small), stages of standard
+BasicBlocks whose first block may halve the grid, global average pooling and a linear
+head. Works for any input size; at 28x28 with strides [1, 2, 2] the grid ends at 7x7.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlpipe.config import ResNetConfig
+from mlpipe.models.common import conv_bn_relu
+
+
+class BasicBlock(nn.Module):
+    """relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)); 1x1 projection when shapes change."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
+        out = self.relu(self.bn1(self.conv1(x)))  # (B, C_out, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, cfg: ResNetConfig, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(in_channels, cfg.stem_channels)
+        blocks: list[nn.Module] = []
+        c_in = cfg.stem_channels
+        for c_out, stride, count in zip(cfg.channels, cfg.strides, cfg.blocks, strict=True):
+            for i in range(count):
+                blocks.append(BasicBlock(c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(c_in, num_classes)
+        self.num_features = c_in
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))  # (B, C_last, H / prod(strides), W / prod(strides))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x).flatten(1)  # (B, C_last)
+        return self.head(self.head_drop(x))  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

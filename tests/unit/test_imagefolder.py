@@ -1,0 +1,262 @@
+"""The imagefolder source: layouts, conversion, class names and every bad-file path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from mlpipe.config import DataConfig, to_dataclass
+from mlpipe.data.imagefolder import load_imagefolder
+from mlpipe.data.sources import load_source
+from mlpipe.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cfg(path: Path | None, **overrides: Any) -> DataConfig:
+    values: dict[str, Any] = {
+        "name": "mine",
+        "source": "imagefolder",
+        "path": None if path is None else str(path),
+        "debian_dir": None,
+        "verify_checksums": False,
+        "image_size": 8,
+        "channels": 1,
+        "class_names": [],
+        "test_fraction": 0.5,
+    }
+    return DataConfig(**{**values, **overrides})
+
+
+def pixels(value: int, size: int = 8, channels: int = 1) -> np.ndarray:
+    """A (size, size[, 3]) uint8 image: a gradient offset by `value`, not constant."""
+    ramp = (np.arange(size * size, dtype=np.int64).reshape(size, size) + value) % 256
+    image = ramp.astype(np.uint8)
+    return image if channels == 1 else np.stack([image, 255 - image, image // 2], axis=-1)
+
+
+def write(path: Path, array: np.ndarray, fmt: str = "PNG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+    return path
+
+
+def nested(root: Path) -> Path:
+    """train/{bird,cat}: 2 PNGs each; test/{bird,cat}: 1 PNG + 1 JPEG (flat grey) each."""
+    for c, name in enumerate(["cat", "bird"]):
+        for i in range(2):
+            write(root / "train" / name / f"{i}.png", pixels(10 * c + i))
+        write(root / "test" / name / "0.png", pixels(100 + c))
+        write(root / "test" / name / "1.jpg", np.full((8, 8), 60 + 100 * c, np.uint8), "JPEG")
+    return root
+
+
+def test_nested_train_test_gives_arrays_labels_ids_and_sorted_classes(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0junk")  # hidden: ignored
+    ds = load_source(cfg(root))
+    assert ds.class_names == ["bird", "cat"]
+    assert ds.source == str(root)
+    train, test = ds.splits["train"], ds.splits["test"]
+    assert train.images.shape == (4, 1, 8, 8) and train.images.dtype == np.uint8
+    assert train.labels.tolist() == [0, 0, 1, 1] and train.labels.dtype == np.int64
+    assert train.ids is not None and train.ids.tolist() == [
+        "train/bird/0.png",
+        "train/bird/1.png",
+        "train/cat/0.png",
+        "train/cat/1.png",
+    ]
+    np.testing.assert_array_equal(train.images[0, 0], pixels(10))  # bird = folder "bird", c=1
+    np.testing.assert_array_equal(train.images[3, 0], pixels(1))
+    assert test.ids is not None and test.ids.tolist()[:2] == ["test/bird/0.png", "test/bird/1.jpg"]
+    np.testing.assert_array_equal(test.images[0, 0], pixels(101))
+    jpeg = test.images[1, 0].astype(int)  # lossy, but a flat grey survives within a level or two
+    assert np.abs(jpeg - 160).max() <= 2
+    assert ds.extra["skipped"] == [] and ds.extra["resized"] == 0
+
+
+def test_flat_folder_is_split_stratified_and_reproducibly(tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    for c, name in enumerate(["a", "b"]):
+        for i in range(4):
+            write(root / name / f"{i}.png", pixels(40 * c + i))
+        write(root / name / "x.jpeg", pixels(200 + c), "JPEG")
+    ds = load_imagefolder(cfg(root, test_fraction=0.4))
+    train, test = ds.splits["train"], ds.splits["test"]
+    assert (len(train), len(test)) == (6, 4)
+    assert np.bincount(test.labels).tolist() == [2, 2]
+    assert train.ids is not None and test.ids is not None
+    ids = sorted(train.ids.tolist() + test.ids.tolist())
+    assert ids == sorted(
+        f"{n}/{f}" for n in "ab" for f in ["0.png", "1.png", "2.png", "3.png", "x.jpeg"]
+    )
+    for split in (train, test):  # each image is the file its id names, with its folder's label
+        assert split.ids is not None
+        for image, label, rel in zip(split.images, split.labels, split.ids, strict=True):
+            assert label == "ab".index(rel[0])
+            if rel.endswith(".png"):
+                c, i = "ab".index(rel[0]), int(rel[2])
+                np.testing.assert_array_equal(image[0], pixels(40 * c + i))
+    again = load_imagefolder(cfg(root, test_fraction=0.4))
+    assert again.splits["test"].ids.tolist() == test.ids.tolist()  # type: ignore[union-attr]
+    assert "test_fraction 0.4" in ds.extra["layout"]
+
+
+def test_channels_resize_and_mode_conversion(tmp_path: Path) -> None:
+    root = tmp_path / "modes"
+    write(root / "train" / "a" / "rgb.png", pixels(0, size=16, channels=3))
+    write(root / "train" / "b" / "grey.png", pixels(5, size=8))
+    rgba = np.dstack([pixels(0, channels=3), np.full((8, 8), 128, np.uint8)])
+    write(root / "test" / "a" / "rgba.png", rgba)
+    Image.fromarray(pixels(9)).convert("P").save(root / "test" / "a" / "pal.png")
+    write(root / "test" / "b" / "wide16.png", (pixels(3).astype(np.uint16) << 8) | 0xFF)
+    rgb = load_imagefolder(cfg(root, channels=3))
+    assert rgb.splits["train"].images.shape == (2, 3, 8, 8)
+    assert rgb.extra["resized"] == 1
+    grey = rgb.splits["train"].images[1]  # L replicated to three equal channels
+    assert (grey[0] == grey[1]).all() and (grey[1] == grey[2]).all()
+    np.testing.assert_array_equal(grey[0], pixels(5))
+    # test/a holds pal.png, rgba.png (sorted); alpha is dropped
+    np.testing.assert_array_equal(rgb.splits["test"].images[1].transpose(1, 2, 0), rgba[..., :3])
+    luma = load_imagefolder(cfg(root, channels=1))
+    assert luma.splits["test"].images.shape == (3, 1, 8, 8)
+    np.testing.assert_array_equal(luma.splits["test"].images[0, 0], pixels(9))  # palette
+    np.testing.assert_array_equal(luma.splits["test"].images[2, 0], pixels(3))  # 16-bit: high byte
+
+
+def test_wrong_size_is_an_error_when_resize_is_off(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    big = write(root / "train" / "cat" / "big.png", pixels(0, size=12))
+    with pytest.raises(DataError) as info:
+        load_imagefolder(cfg(root, resize=False))
+    assert str(info.value) == (
+        f"{big}: 12x12 pixels, expected 8x8 (data.image_size); set data.resize=true to resize"
+    )
+
+
+def test_configured_class_names_must_match_and_set_the_order(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    ds = load_imagefolder(cfg(root, class_names=["cat", "bird"]))
+    assert ds.class_names == ["cat", "bird"]
+    assert ds.splits["train"].labels.tolist() == [0, 0, 1, 1]
+    assert ds.splits["train"].ids.tolist()[0] == "train/cat/0.png"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as info:
+        load_imagefolder(cfg(root, class_names=["cat", "dog"]))
+    assert str(info.value) == (
+        f"data.class_names does not match the class folders in {root}: no folder for 'dog'; "
+        "folders not in the list: 'bird' (set data.class_names=[] to use the folder names)"
+    )
+
+
+def test_path_is_required() -> None:
+    with pytest.raises(ConfigError, match=r"^data\.path: required for data=imagefolder"):
+        load_source(cfg(None))
+
+
+def message(root: Path, **overrides: Any) -> str:
+    with pytest.raises((DataError, ConfigError)) as info:
+        load_imagefolder(cfg(root, **overrides))
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def noise_png(path: Path) -> bytes:
+    """The bytes of a PNG of random pixels: its compressed data is most of the file."""
+    write(path, np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_corrupt_png_names_the_file_unless_skipped(tmp_path: Path, damage: str) -> None:
+    root = nested(tmp_path / "imgs")
+    bad = root / "test" / "cat" / "0.png"
+    data = bytearray(noise_png(bad))
+    if damage == "truncated":
+        data = data[: len(data) * 2 // 3]  # cut inside the pixel data
+    else:
+        data[50:60] = b"\xff" * 10  # junk in the compressed stream
+    bad.write_bytes(bytes(data))
+    text = message(root)
+    assert text.startswith(f"{bad}: corrupt or truncated image (")
+    assert text.endswith("; fix or remove it, or set data.skip_unreadable=true to skip such files")
+    ds = load_imagefolder(cfg(root, skip_unreadable=True))
+    assert ds.extra["skipped"][0]["file"] == "test/cat/0.png"
+    assert ds.extra["skipped"][0]["reason"].startswith("corrupt or truncated image")
+    assert len(ds.splits["test"]) == 3
+
+
+def test_non_image_file_names_the_file_unless_skipped(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    notes = root / "train" / "bird" / "notes.txt"
+    notes.write_text("not an image\n")
+    gif = root / "train" / "bird" / "anim.gif"
+    Image.fromarray(pixels(0)).save(gif, format="GIF")
+    assert message(root).startswith(f"{gif}: not a PNG or JPEG file (GIF image);")
+    gif.unlink()
+    assert message(root).startswith(
+        f"{notes}: not an image file (Pillow cannot identify it); fix or remove it"
+    )
+    ds = load_imagefolder(cfg(root, skip_unreadable=True))
+    assert ds.extra["skipped"] == [
+        {"file": "train/bird/notes.txt", "reason": "not an image file (Pillow cannot identify it)"}
+    ]
+
+
+def test_folder_problems(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    empty = root / "test" / "cat"
+    for f in empty.iterdir():
+        f.unlink()
+    assert message(root) == f"{empty}: empty class folder (no image files)"
+
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    assert message(nothing).startswith(f"{nothing}: empty dataset: no class folders; expected")
+    write(nothing / "loose.png", pixels(0))
+    assert "(found 1 file(s) but no folders)" in message(nothing)
+
+    one = tmp_path / "one"
+    write(one / "only" / "0.png", pixels(0))
+    assert (
+        message(one)
+        == f"data.path={one}: found 1 class folder(s) (only); need at least two classes"
+    )
+
+    half = tmp_path / "half"
+    write(half / "train" / "a" / "0.png", pixels(0))
+    assert message(half).startswith(f"data.path={half}: has train/ but no test/;")
+
+    assert message(tmp_path / "nowhere") == f"data.path={tmp_path / 'nowhere'}: missing"
+
+
+def test_class_folder_missing_from_test_is_left_to_validation(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    for f in (root / "test" / "bird").iterdir():
+        f.unlink()
+    (root / "test" / "bird").rmdir()
+    ds = load_imagefolder(cfg(root))
+    assert ds.class_names == ["bird", "cat"]
+    assert ds.splits["test"].labels.tolist() == [1, 1]
+
+
+def test_config_class_names_may_be_empty_only_for_imagefolder() -> None:
+    assert cfg(None).class_names == []
+    with pytest.raises(ConfigError, match="class_names: needs at least two classes"):
+        cfg(None, class_names=["only"])
+    with pytest.raises(ConfigError, match="class_names: needs at least two classes"):
+        DataConfig(source="digits", class_names=[])  # type: ignore[arg-type]
+
+
+def test_conf_option_loads_and_its_path_is_required(tmp_path: Path) -> None:
+    values = yaml.safe_load((ROOT / "conf" / "data" / "imagefolder.yaml").read_text())
+    loaded = to_dataclass(DataConfig, values, "params.yaml: data")
+    assert (loaded.source, loaded.path, loaded.class_names) == ("imagefolder", None, [])
+    assert (loaded.resize, loaded.skip_unreadable) == (True, False)
+    with pytest.raises(ConfigError, match=r"^data\.path: required for data=imagefolder"):
+        load_source(loaded)
