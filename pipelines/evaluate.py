@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import sys
 from pathlib import Path
@@ -16,10 +15,9 @@ from mlpipe import tracking
 from mlpipe.cli import run_stage
 from mlpipe.config import load_sections
 from mlpipe.data.dataset import load_dataset
-from mlpipe.errors import DataError
 from mlpipe.evaluation.metrics import classification_metrics, flat_metrics
 from mlpipe.evaluation.plots import save_confusion_matrix
-from mlpipe.io import atomic_write_json, atomic_write_text
+from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.training.checkpoint import load_checkpoint
 from mlpipe.training.device import Runtime
 from mlpipe.training.engine import predict_logits
@@ -36,13 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--plots", type=Path, required=True, help="folder for plot files")
     return parser.parse_args(argv)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable: {exc}") from None
 
 
 def predictions_csv(y_true: list[int], y_pred: list[int], names: list[str]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from mlpipe.config import load_sections
 from mlpipe.data.dataset import load_dataset, save_dataset
 from mlpipe.data.split import make_processed
 from mlpipe.errors import DataError
+from mlpipe.io import read_json
 
 log = logging.getLogger("mlpipe.preprocess")
 
@@ -28,11 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def require_passed(report: Path) -> None:
     """Refuse data the gate did not pass, also when run outside `dvc repro`."""
-    try:
-        passed = json.loads(report.read_text()).get("success") is True
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{report}: unreadable validation report: {exc}") from None
-    if not passed:
+    if read_json(report).get("success") is not True:
         raise DataError(f"{report}: validation did not pass; fix the data and rerun validate")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from mlpipe.config import RegisterConfig, load_sections
 from mlpipe.data.dataset import load_dataset
 from mlpipe.errors import DataError
 from mlpipe.export import export_and_check
-from mlpipe.io import atomic_write_json
+from mlpipe.io import atomic_write_json, read_json
 from mlpipe.model_card import build_model_card
 from mlpipe.training.checkpoint import load_checkpoint
 
@@ -38,13 +37,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="for data lineage")
     parser.add_argument("--out", type=Path, required=True, help="registration.json to write")
     return parser.parse_args(argv)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable: {exc}") from None
 
 
 def read_predicted(path: Path) -> list[str]:

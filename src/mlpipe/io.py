@@ -12,6 +12,16 @@ from pathlib import Path
 from typing import Any
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file another stage wrote; a problem names the file."""
+    from mlpipe.errors import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable: {exc}") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
