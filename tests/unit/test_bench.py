@@ -6,13 +6,10 @@ from __future__ import annotations
 import ast
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch._dynamo  # the first optimiser imports it (~2 s): pay that at collection
 
 from mlpipe import bench
 from mlpipe.config import MODEL_CONFIGS
@@ -24,12 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ALLOWED_THIRD_PARTY = {"torch", "numpy", "omegaconf", "yaml", "tqdm"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_fashion_like(folder: Path, n_train: int = 192, n_test: int = 64) -> Path:

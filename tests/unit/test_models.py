@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,7 @@ VARIANTS: dict[str, dict[str, Any]] = {arch: {} for arch in ARCHITECTURES} | {
 ARCHS = sorted(VARIANTS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny batches: thread hand-offs cost more than the work, and much more on a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(arch: str, in_channels: int, **overrides: Any) -> Classifier:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -46,13 +45,7 @@ MEAN, STD = [0.45], [0.3]
 CLASS_NAMES = ["dark", "bright"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny ops: thread hand-offs cost more than the work, and much more on a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def separable(n: int, seed: int) -> TensorData:
