@@ -74,7 +74,7 @@ format: setup
 	$(BIN)/ruff format src pipelines tests
 
 params: setup
-	$(BIN)/python -m mlpipe.params
+	$(BIN)/python -m mlpipe.cli params
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT)
@@ -95,7 +95,7 @@ train-ddp: setup
 # Runs with torch + numpy (+ omegaconf, tqdm) alone, e.g. on a GPU box:
 #   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"
 bench: setup
-	$(BIN)/python -m mlpipe.bench $(BENCH_ARGS)
+	$(BIN)/python -m mlpipe.train.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

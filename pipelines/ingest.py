@@ -2,8 +2,8 @@
 
 Sources: Fashion-MNIST IDX files, scikit-learn's digits, or your own image
 folder (`data=imagefolder data.path=...`). Writes one `<split>.npz` per split
-plus `meta.json` (see mlpipe.data.dataset), atomically: a failure leaves an
-existing --out as it was.
+plus `meta.json` (see mlpipe.dataset), atomically: a failure leaves an
+existing --out as it was. --report gets a summary (counts, shape, source).
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import logging
 import sys
 import time
 
-from mlpipe.cli import run_stage
-from mlpipe.config import DataConfig, load_sections
-from mlpipe.data.dataset import ImageDataset, save_dataset
-from mlpipe.data.sources import load_source
+from mlpipe.config import load_sections
+from mlpipe.dataset import save_dataset
+from mlpipe.ingest.config import DataConfig
+from mlpipe.ingest.sources import load_source, summary
+from mlpipe.io import atomic_write_json
+from mlpipe.runner import run_stage
 
-# not __name__: under `python -m pipelines.ingest` that is "__main__"
-log = logging.getLogger("pipelines.ingest")
+log = logging.getLogger("mlpipe.ingest")
+SECTIONS = {"data": DataConfig}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,18 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     parser.add_argument("--out", required=True, help="dataset folder to write (e.g. data/raw)")
+    parser.add_argument("--report", help="ingest.json to write (optional)")
     return parser.parse_args(argv)
-
-
-def summarize(dataset: ImageDataset, out: str, seconds: float) -> str:
-    splits = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
-    shape = "x".join(map(str, dataset.image_shape))
-    skipped = len(dataset.extra.get("skipped", []))
-    return (
-        f"wrote {out}: {splits} images of {shape}, {len(dataset.class_names)} classes, "
-        f"from {dataset.source} in {seconds:.1f} s"
-        + (f" ({skipped} unreadable file(s) skipped, listed in meta.json)" if skipped else "")
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +39,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         started = time.perf_counter()
-        cfg: DataConfig = load_sections(args.params, ["data"])["data"]
+        cfg: DataConfig = load_sections(args.params, SECTIONS)["data"]
         dataset = load_source(cfg)
         save_dataset(dataset, args.out)
-        log.info(summarize(dataset, args.out, time.perf_counter() - started))
+        report = summary(dataset)
+        if args.report:
+            atomic_write_json(args.report, report)
+        skipped = report["skipped"]
+        log.info(
+            "wrote %s: %s images of %s, %d classes, from %s in %.1f s%s",
+            args.out,
+            ", ".join(f"{name} {n}" for name, n in report["splits"].items()),
+            "x".join(map(str, report["image_shape"])),
+            len(report["class_names"]),
+            report["source"],
+            time.perf_counter() - started,
+            f" ({skipped} unreadable file(s) skipped, listed in meta.json)" if skipped else "",
+        )
 
     return run_stage("ingest", body)
 

@@ -7,22 +7,25 @@ import logging
 import sys
 from pathlib import Path
 
-from mlpipe.cli import run_stage
 from mlpipe.config import load_sections
-from mlpipe.data.dataset import load_dataset, save_dataset
-from mlpipe.data.split import make_processed
+from mlpipe.dataset import load_dataset, save_dataset
 from mlpipe.errors import DataError
-from mlpipe.io import read_json
+from mlpipe.io import atomic_write_json, read_json
+from mlpipe.preprocess.config import PreprocessConfig
+from mlpipe.preprocess.split import make_processed, summary
+from mlpipe.runner import run_stage
 
 log = logging.getLogger("mlpipe.preprocess")
+SECTIONS = {"preprocess": PreprocessConfig}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="preprocess", description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, required=True, help="ingested dataset folder")
     parser.add_argument("--validation", type=Path, required=True, help="validate's report")
     parser.add_argument("--out", type=Path, required=True, help="processed dataset folder")
+    parser.add_argument("--report", type=Path, help="preprocess.json to write (optional)")
     return parser.parse_args(argv)
 
 
@@ -36,18 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> None:
-        data = load_sections(args.params, ["data"])["data"]
+        cfg: PreprocessConfig = load_sections(args.params, SECTIONS)["preprocess"]
         require_passed(args.validation)
-        processed = make_processed(load_dataset(args.raw), data.val_fraction, data.split_seed)
+        processed = make_processed(load_dataset(args.raw), cfg.val_fraction, cfg.split_seed)
         save_dataset(processed, args.out)
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in processed.splits.items())
-        log.info(
-            "wrote %s: %s; mean %s std %s",
-            args.out,
-            sizes,
-            processed.extra["normalization"]["mean"],
-            processed.extra["normalization"]["std"],
-        )
+        report = summary(processed)
+        if args.report:
+            atomic_write_json(args.report, report)
+        sizes = ", ".join(f"{k} {n}" for k, n in report["splits"].items())
+        norm = report["normalization"]
+        log.info("wrote %s: %s; mean %s std %s", args.out, sizes, norm["mean"], norm["std"])
 
     return run_stage("preprocess", body)
 

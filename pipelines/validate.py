@@ -13,16 +13,19 @@ import logging
 import sys
 import time
 
-from mlpipe.cli import run_stage
-from mlpipe.config import DataConfig, Severity, load_sections
-from mlpipe.data.dataset import ImageDataset, load_dataset
-from mlpipe.data.expectations import CLASSES, IMAGES, build_specs, expected_splits
-from mlpipe.data.table import class_table, image_table
+from mlpipe.config import load_sections
+from mlpipe.dataset import ImageDataset, load_dataset
 from mlpipe.errors import ValidationFailed
+from mlpipe.ingest.config import DataConfig
 from mlpipe.io import atomic_write_json
-from mlpipe.validation import run_suite
+from mlpipe.runner import run_stage
+from mlpipe.validate.config import Severity, ValidateConfig
+from mlpipe.validate.expectations import CLASSES, IMAGES, build_specs, expected_splits
+from mlpipe.validate.gx import run_suite
+from mlpipe.validate.table import class_table, image_table
 
 log = logging.getLogger("mlpipe.validate")
+SECTIONS = {"data": DataConfig, "validate": ValidateConfig}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> None:
-        cfg = load_sections(args.params, ["data", "validate"])
+        cfg = load_sections(args.params, SECTIONS)
         dataset = load_dataset(args.raw)
         data = data_facts(cfg["data"], dataset)
         start = time.perf_counter()

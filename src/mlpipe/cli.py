@@ -1,31 +1,269 @@
-"""Shared scaffolding for the thin stage entry points in pipelines/."""
+"""The `mlpipe` command: `mlpipe registry ...` and `mlpipe params`.
+
+`mlpipe registry`: list, inspect, promote, roll back and compare registered versions.
+
+    mlpipe registry list
+    mlpipe registry describe 3
+    mlpipe registry promote 3 [--alias champion] [--force --reason "hotfix"]
+    mlpipe registry rollback [--alias champion]
+    mlpipe registry compare 2 3
+
+The model is `--name`, else `register.model_name` in params.yaml. `promote` runs the
+register stage's gates (minimum metrics; against the champion: gain and McNemar on the
+test set in --data) unless `--force`. Every alias move is recorded (version tag and a
+history on the registered model), which is what `rollback` walks back. On any error
+nothing in the registry changes and one line says why.
+
+`mlpipe params [OVERRIDES...]` writes params.yaml from conf/, as `dvc exp run` does.
+"""
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
-from collections.abc import Callable
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from mlpipe.errors import MlpipeError
+from mlpipe.config import load_section, read_params
+from mlpipe.dataset import ImageSplit, load_dataset
+from mlpipe.errors import ConfigError, MlpipeError, TrackingError
+from mlpipe.evaluate.stats import mcnemar_exact
+from mlpipe.io import atomic_write_text
+from mlpipe.register import aliases, promote
+from mlpipe.register.config import GATE_METRICS, RegisterConfig
+from mlpipe.register.gates import Evaluation
+from mlpipe.tracking import registry
+from mlpipe.tracking.registry import ModelView, VersionView
 
-log = logging.getLogger("mlpipe")
+PROG = "mlpipe registry"
+CONFIG_NAME = "config"  # conf/config.yaml
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{registry,params}")
+    reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
+    reg.formatter_class = argparse.RawDescriptionHelpFormatter
+    reg.add_argument("--name", help="registered model (default: params.yaml register.model_name)")
+    reg.add_argument("--params", type=Path, default=Path("params.yaml"))
+    sub = reg.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="versions with aliases and key metrics")
+    describe = sub.add_parser("describe", help="one version: tags, lineage, card")
+    describe.add_argument("version")
+    promote_cmd = sub.add_parser("promote", help="point an alias at a version, through the gates")
+    promote_cmd.add_argument("version")
+    promote_cmd.add_argument("--alias", default=None, help="default: the champion alias")
+    promote_cmd.add_argument("--force", action="store_true", help="skip the gates (recorded)")
+    promote_cmd.add_argument("--reason", default="", help="why, for the history")
+    promote_cmd.add_argument("--data", type=Path, default=None, help="processed dataset folder")
+    rollback = sub.add_parser("rollback", help="give an alias back to its previous holder")
+    rollback.add_argument("--alias", default=None, help="default: the champion alias")
+    rollback.add_argument("--reason", default="", help="why, for the history")
+    compare = sub.add_parser("compare", help="two versions side by side (+ McNemar)")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--data", type=Path, default=None, help="processed dataset folder")
+    params = groups.add_parser("params", help="write params.yaml from conf/ (as dvc exp run)")
+    params.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=cnn train.epochs=5"
+    )
+    params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
+    params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.group == "params":
+        return write_params(args)
+    try:
+        cfg, data = resolve(args)
+        COMMANDS[args.command](args, cfg, data)
+    except MlpipeError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_params(args: argparse.Namespace) -> int:
+    out = args.out or args.root / "params.yaml"
+    atomic_write_text(out, compose(args.root, args.overrides))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def resolve(args: argparse.Namespace) -> tuple[RegisterConfig, Path]:
+    """The register config (model name from --name wins) and the default test data."""
+    params: dict[str, Any] = {}
+    if args.params.exists():
+        params = read_params(args.params)
+    elif not args.name:
+        raise ConfigError(f"{args.params}: not found; give --name or run in the repository")
+    section = dict(params.get("register") or {})
+    if args.name:
+        section["model_name"] = args.name
+    cfg: RegisterConfig = load_section(
+        {"register": section}, "register", RegisterConfig, str(args.params)
+    )
+    processed = (params.get("paths") or {}).get("processed", "data/processed")
+    return cfg, Path(getattr(args, "data", None) or processed)
+
+
+def _alias(cfg: RegisterConfig, alias: str | None) -> str:
+    alias = alias or cfg.champion_alias
+    known = [cfg.champion_alias, cfg.challenger_alias]
+    if alias not in known:
+        raise TrackingError(f"unknown alias {alias!r} (known: {', '.join(known)})")
+    return alias
+
+
+def _metric(tags: dict[str, str], key: str) -> str:
+    value = tags.get(f"test_{key}")
+    return f"{float(value):.4f}" if value else "-"
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_list(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    versions = registry.list_versions(cfg.model_name)
+    rows = [["version", "aliases", "decision", *GATE_METRICS, "created (UTC)", "run"]]
+    for v in versions:
+        rows.append(
+            [
+                v.version,
+                ",".join(v.aliases) or "-",
+                v.tags.get("decision", "-"),
+                *(_metric(v.tags, k) for k in GATE_METRICS),
+                _when(v.created_ms),
+                (v.run_id or "-")[:12],
+            ]
+        )
+    print(f"{cfg.model_name}: {len(versions)} version(s)")
+    print(_columns(rows))
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_describe(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    v = registry.get_version(cfg.model_name, args.version)
+    print(f"{v.name} v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
+    print(f"run: {v.run_id}  created: {_when(v.created_ms)} UTC  uri: {v.uri}")
+    print(f"source: {v.source}")
+    for key in sorted(v.tags):
+        value = v.tags[key]
+        print(f"  {key} = {value if len(value) <= 120 else value[:117] + '...'}")
+
+
+def _test_set(data: Path) -> tuple[ImageSplit, list[str]]:
+    try:
+        dataset = load_dataset(data)
+    except MlpipeError as exc:
+        raise TrackingError(f"the gates need the test set: {exc} (or use --force)") from None
+    return dataset.splits["test"], dataset.class_names
+
+
+def gate(
+    cfg: RegisterConfig, alias: str, version: VersionView, model: ModelView, data: Path
+) -> str:
+    """The register stage's gates for `version` -> `alias`; the reason, or raise."""
+    checks = [] if version.tags.get("export.passed", "true") == "true" else ["exports failed"]
+    test, names = _test_set(data)
+    candidate = promote.score_version(version.uri, test, names)
+    against = alias == cfg.champion_alias
+    rules = promote.manual_rules(cfg)
+    decision = promote.assess(rules, candidate, model, test, names, checks, against)
+    if not decision.promote:
+        raise TrackingError(f"gates refuse v{version.version} for @{alias}: {decision.reason}")
+    return decision.reason if against else "passes the minimums"
+
+
+def cmd_promote(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    alias = _alias(cfg, args.alias)
+    model = registry.get_model(cfg.model_name)
+    version = registry.get_version(cfg.model_name, args.version, model)
+    if alias in version.aliases:
+        print(f"{cfg.model_name} v{version.version} already holds @{alias}: nothing changed")
+        return
+    if args.force:
+        reason = f"forced: {args.reason or 'no reason given'}"
+    else:
+        reason = gate(cfg, alias, version, model, data)
+        reason += f"; {args.reason}" if args.reason else ""
+    move = aliases.plan_move(model, alias, version.version, "promote", reason, args.force)
+    aliases.apply_move(model, move)
+    was = f"v{move.previous}" if move.previous else "unset"
+    print(f"{cfg.model_name} @{alias}: {was} -> v{move.version} ({reason})")
+
+
+def cmd_rollback(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    alias = _alias(cfg, args.alias)
+    reason = f"rollback: {args.reason}" if args.reason else "rollback"
+    model = registry.get_model(cfg.model_name)
+    move = aliases.plan_move(model, alias, None, "rollback", reason)
+    aliases.apply_move(model, move)
+    print(f"{cfg.model_name} @{alias}: v{move.previous} -> v{move.version} ({reason})")
+
+
+def cmd_compare(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    model = registry.get_model(cfg.model_name)
+    a = registry.get_version(cfg.model_name, args.a, model)
+    b = registry.get_version(cfg.model_name, args.b, model)
+    rows = [["", f"v{a.version}", f"v{b.version}"]]
+    rows.append(["aliases", ",".join(a.aliases) or "-", ",".join(b.aliases) or "-"])
+    rows.append(["decision", a.tags.get("decision", "-"), b.tags.get("decision", "-")])
+    rows += [[k, _metric(a.tags, k), _metric(b.tags, k)] for k in GATE_METRICS]
+    for key in ("lineage.git_commit", "lineage.data_md5", "lineage.params_md5"):
+        rows.append([key, a.tags.get(key, "-")[:12], b.tags.get(key, "-")[:12]])
+    print(_columns(rows))
+    if not (data / "test.npz").exists():
+        print(f"(no test set in {data}: McNemar skipped)")
+        return
+    test, names = _test_set(data)
+    ev_a: Evaluation = promote.score_version(a.uri, test, names)
+    ev_b: Evaluation = promote.score_version(b.uri, test, names)
+    result = mcnemar_exact(ev_a.correct, ev_b.correct)
+    print(
+        f"on {result.n} test images: v{a.version} accuracy {ev_a.metrics['accuracy']:.4f}, "
+        f"v{b.version} {ev_b.metrics['accuracy']:.4f}; McNemar b={result.b} "
+        f"(only v{a.version} right) c={result.c} (only v{b.version} right) "
+        f"p={result.p_value:.3g}"
     )
 
 
-def run_stage(stage: str, body: Callable[[], None]) -> int:
-    """Run a stage body; a user error becomes one line on stderr and exit code 1."""
-    configure_logging()
-    try:
-        body()
-    except MlpipeError as exc:
-        print(f"{stage}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+COMMANDS = {
+    "list": cmd_list,
+    "describe": cmd_describe,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "compare": cmd_compare,
+}
+
+
+def compose(repo_root: Path, overrides: list[str] | None = None) -> str:
+    """The YAML text `dvc exp run` would write to params.yaml for these overrides."""
+    # DVC's own function, so `make params` and `dvc exp run` cannot drift apart.
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "params.yaml"
+        compose_and_dump(
+            out,
+            str((repo_root / "conf").resolve()),
+            None,
+            CONFIG_NAME,
+            str(repo_root / "hydra_plugins"),
+            list(overrides or []),
+        )
+        return out.read_text(encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

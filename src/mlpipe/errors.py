@@ -19,3 +19,9 @@ class ValidationFailed(MlpipeError):
 
 class TrackingError(MlpipeError):
     """MLflow store or registry problems the user can fix."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, for one-line messages (its type if it has no text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,8 +28,8 @@ from pipelines.ingest import main as ingest
 from pipelines.preprocess import main as preprocess
 from pipelines.validate import main as validate
 
-from mlpipe.data.dataset import ImageDataset, ImageSplit, load_dataset, save_dataset
-from mlpipe.data.idx import encode_idx, write_idx
+from mlpipe.dataset import ImageDataset, ImageSplit, load_dataset, save_dataset
+from mlpipe.ingest.idx import encode_idx, write_idx
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def conf(name: str) -> dict[str, Any]:
 
 
 def folder_data(path: Path, **overrides: Any) -> dict[str, Any]:
-    values = {"path": str(path), "image_size": SIZE, "val_fraction": 0.25}
+    values = {"path": str(path), "image_size": SIZE}
     return {**conf("imagefolder"), **values, **overrides}
 
 
@@ -107,6 +107,7 @@ def synthetic_data() -> dict[str, Any]:
 def write_params(path: Path, data: dict[str, Any], **validate: Any) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"] = data
+    params["preprocess"] = {**params["preprocess"], "val_fraction": 0.25}
     params["validate"] = {**params["validate"], **validate}
     path.write_text(yaml.safe_dump(params))
     return path

@@ -31,11 +31,12 @@ import torch
 import yaml
 from torch import nn
 
-from mlpipe.config import AugmentConfig, CNNConfig, DeviceChoice, Precision, TrainConfig
 from mlpipe.models import build_model
-from mlpipe.training import distributed
-from mlpipe.training.device import Runtime, resolve_runtime, seed_everything
-from mlpipe.training.engine import TensorData, fit
+from mlpipe.models.cnn import CNNConfig
+from mlpipe.train import distributed
+from mlpipe.train.config import AugmentConfig, DeviceChoice, Precision, TrainConfig
+from mlpipe.train.device import Runtime, resolve_runtime, seed_everything
+from mlpipe.train.engine import TensorData, fit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,9 +72,6 @@ def config(kind: str) -> TrainConfig:
         "epochs": 5,
         "lr": 0.03,
         "seed": 5,
-        "device": DeviceChoice.cpu,
-        "precision": Precision.fp32,
-        "num_threads": 1,
     }
     if kind == "mlp":
         return TrainConfig(batch_size=31, augment=AugmentConfig(1, True), **common)
@@ -159,7 +157,7 @@ def test_ddp_cnn_learns_like_one_process(ddp_results, single_results):
 def test_train_stage_under_torchrun(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from mlpipe.data.dataset import ImageDataset, ImageSplit, save_dataset
+    from mlpipe.dataset import ImageDataset, ImageSplit, save_dataset
 
     def split(data: TensorData) -> ImageSplit:
         return ImageSplit(data.images.numpy(), data.labels.numpy())
@@ -169,7 +167,8 @@ def test_train_stage_under_torchrun(tmp_path):
     save_dataset(ImageDataset(splits, list("abcd"), "synthetic", norm), tmp_path / "data")
     params = {
         "model": {"arch": "cnn", "channels": [8], "pool_size": 2, "hidden": 16, "dropout": 0.1},
-        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "precision": "fp32"},
+        "train": {"epochs": 2, "batch_size": 32},
+        "runtime": {"device": "cpu", "precision": "fp32"},
         "tracking": {"experiment": "ddp-test"},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

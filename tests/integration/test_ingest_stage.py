@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pipelines.ingest import main
 
-from mlpipe.data.dataset import load_dataset
-from mlpipe.data.idx import encode_idx, write_idx
+from mlpipe.dataset import load_dataset
+from mlpipe.ingest.idx import encode_idx, write_idx
 
 pytestmark = pytest.mark.integration
 

@@ -86,19 +86,19 @@ def test_hydra_override_composed_params(repo: Path) -> None:
 
 
 def test_metrics_written(repo: Path) -> None:
-    metrics = read_json(repo / "reports/metrics.json")
+    metrics = read_json(repo / "reports/evaluate.json")
     assert metrics["n"] == 360  # 20 % of the 1,797 digits, stratified
     assert metrics["accuracy"] > 0.8  # a real model, trained for two epochs
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
-    assert read_json(repo / "reports/validation.json")["success"] is True
+    assert read_json(repo / "reports/validate.json")["success"] is True
     lines = (repo / "reports/plots/training_curves.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,train_loss") and len(lines) == 3
     assert (repo / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
-    reg = read_json(repo / "reports/registration.json")
+    reg = read_json(repo / "reports/register.json")
     assert reg["version"] == "1" and reg["promote"] is True
     client = mlflow_client(repo)
     model = client.get_registered_model("digits-classifier")
@@ -108,18 +108,18 @@ def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
     mlrun = client.get_run(run_id)
     assert mlrun.data.params["train.epochs"] == "2"
     assert mlrun.data.metrics["test_accuracy"] == pytest.approx(
-        read_json(repo / "reports/metrics.json")["accuracy"], abs=1e-4
+        read_json(repo / "reports/evaluate.json")["accuracy"], abs=1e-4
     )
     assert len(client.get_metric_history(run_id, "val_accuracy")) == 2
     assert mlrun.data.tags["dvc_exp_name"] == "e2e-digits"
     assert len(mlrun.data.tags["git_commit"]) == 40
-    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
-    assert "evaluation/confusion_matrix.png" in artifacts
-    validation = read_json(repo / "reports/validation.json")
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate")}
+    assert "evaluate/confusion_matrix.png" in artifacts
+    validation = read_json(repo / "reports/validate.json")
     assert mlrun.data.metrics["validation_passed"] == validation["passed"] > 0
     assert mlrun.data.metrics["validation_failed"] == 0
-    docs = {a.path for a in client.list_artifacts(run_id, "validation/data_docs")}
-    assert "validation/data_docs/index.html" in docs
+    docs = {a.path for a in client.list_artifacts(run_id, "validate/data_docs")}
+    assert "validate/data_docs/index.html" in docs
     # promotion evidence, exports and lineage (issue 5)
     assert reg["outcome"] == "promoted" and reg["mcnemar"] is None
     assert all(m["passed"] for m in reg["minimums"])
@@ -184,7 +184,7 @@ def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
 def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     params_path = repo / "params.yaml"
     original = params_path.read_text()
-    downstream = [repo / "data/processed", repo / "models/model.pt", repo / "reports/metrics.json"]
+    downstream = [repo / "data/processed", repo / "models/model.pt", repo / "reports/evaluate.json"]
     before = digest(downstream)
     params = yaml.safe_load(original)
     params["validate"]["pixel_max"] = 100  # the digits reach 255: pixel_range must fail
@@ -197,4 +197,4 @@ def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     assert "pixel_range: pixel_max <= 100" in proc.stderr
     assert "Running stage 'preprocess'" not in proc.stdout
     assert digest(downstream) == before
-    assert read_json(repo / "reports/validation.json")["success"] is False
+    assert read_json(repo / "reports/validate.json")["success"] is False

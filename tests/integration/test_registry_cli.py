@@ -16,9 +16,11 @@ import torch
 import yaml
 from torch import nn
 
-from mlpipe import tracking
-from mlpipe.data.dataset import ImageDataset, ImageSplit, save_dataset
-from mlpipe.registry_cli import main
+from mlpipe.cli import main
+from mlpipe.dataset import ImageDataset, ImageSplit, save_dataset
+from mlpipe.register.aliases import alias_history
+from mlpipe.tracking import logged_model, registry
+from mlpipe.tracking import store as tracking_store
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,15 +66,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.setattr(tracking, "_exported_uri", None)
-        mp.setattr(tracking, "_user_override", None)
-        tracking.setup("registry-cli")
+        mp.setattr(tracking_store, "_exported_uri", None)
+        mp.setattr(tracking_store, "_user_override", None)
+        tracking_store.setup("registry-cli")
         import mlflow
 
         uris = {}
         with mlflow.start_run():
             for key, centres in [("perfect", PERFECT), ("worse", WORSE), ("broken", BROKEN)]:
-                uris[key] = tracking.log_classifier(
+                uris[key] = logged_model.log_classifier(
                     Bands(centres).eval(), CLASSES, split.images[::40], name=key
                 )
         yield {"uris": uris, "params": params, "data": root / "processed"}
@@ -81,7 +83,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def register(store: dict[str, Any], name: str, *kinds: str) -> None:
     for kind in kinds:
-        tracking.register(store["uris"][kind], name, {"decision": "challenger", "kind": kind})
+        registry.register(store["uris"][kind], name, {"decision": "challenger", "kind": kind})
 
 
 def cli(store: dict[str, Any], name: str, *args: str) -> int:
@@ -91,16 +93,16 @@ def cli(store: dict[str, Any], name: str, *args: str) -> int:
 def snapshot(name: str) -> dict[str, Any]:
     """Everything a command could change: aliases, model tags, every version's tags."""
     return {
-        "aliases": tracking.model_aliases(name),
-        "tags": tracking.model_tags(name),
-        "versions": {v.version: v.tags for v in tracking.list_versions(name)},
+        "aliases": registry.model_aliases(name),
+        "tags": registry.model_tags(name),
+        "versions": {v.version: v.tags for v in registry.list_versions(name)},
     }
 
 
 def test_promote_runs_the_gates(store, capsys):
     register(store, "gates", "worse", "perfect", "worse", "broken")
     assert cli(store, "gates", "promote", "1") == 0  # no champion yet: minimums only
-    assert tracking.model_aliases("gates") == {"champion": "1"}
+    assert registry.model_aliases("gates") == {"champion": "1"}
     assert cli(store, "gates", "promote", "2") == 0  # perfect beats worse, significantly
     out = capsys.readouterr().out
     assert "@champion: v1 -> v2 (significantly better: accuracy 1.0000 vs champion v1" in out
@@ -121,12 +123,12 @@ def test_force_skips_the_gates_and_is_recorded(store, capsys):
     register(store, "forced", "perfect", "broken")
     assert cli(store, "forced", "promote", "1") == 0
     assert cli(store, "forced", "promote", "2", "--force", "--reason", "hotfix #12") == 0
-    assert tracking.model_aliases("forced") == {"champion": "2"}
-    version = tracking.get_version("forced", "2")
+    assert registry.model_aliases("forced") == {"champion": "2"}
+    version = registry.get_version("forced", "2")
     assert version.tags["champion.forced"] == "true"
     last = json.loads(version.tags["champion.last_move"])
     assert last["forced"] is True and last["reason"] == "forced: hotfix #12"
-    history = tracking.alias_history("forced", "champion")
+    history = alias_history("forced", "champion")
     assert [(e["action"], e["version"], e["previous"], e["forced"]) for e in history] == [
         ("promote", "1", None, False),
         ("promote", "2", "1", True),
@@ -147,10 +149,10 @@ def test_promote_and_rollback_keep_one_champion_and_every_version(store, capsys)
     ]
     for args, champion in steps:
         assert cli(store, "seq", *args) == 0, args
-        aliases = tracking.model_aliases("seq")
+        aliases = registry.model_aliases("seq")
         assert [a for a in aliases if a == "champion"] == ["champion"]
         assert aliases["champion"] == champion, args
-        assert [v.version for v in tracking.list_versions("seq")] == ["1", "2", "3"]
+        assert [v.version for v in registry.list_versions("seq")] == ["1", "2", "3"]
     before = snapshot("seq")
     capsys.readouterr()
     assert cli(store, "seq", "rollback") == 1
@@ -160,7 +162,7 @@ def test_promote_and_rollback_keep_one_champion_and_every_version(store, capsys)
         "nothing to roll back to"
     )
     assert snapshot("seq") == before
-    actions = [(e["action"], e["version"]) for e in tracking.alias_history("seq", "champion")]
+    actions = [(e["action"], e["version"]) for e in alias_history("seq", "champion")]
     assert actions[-2:] == [("promote", "3"), ("rollback", "1")]
 
 

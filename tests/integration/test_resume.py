@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from mlpipe.data.dataset import ImageDataset, ImageSplit, save_dataset
+from mlpipe.dataset import ImageDataset, ImageSplit, save_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,14 @@ PARAMS = {
         "batch_size": 32,
         "lr": 0.003,
         "seed": 3,
-        "device": "cpu",
-        "precision": "fp32",
-        "num_threads": 1,  # the same in every run: bit-identical results need it
         "label_smoothing": 0.1,
         "augment": {"crop_padding": 2, "hflip": True},
         "ema_decay": 0.99,
+    },
+    "runtime": {
+        "device": "cpu",
+        "precision": "fp32",
+        "num_threads": 1,  # the same in every run: bit-identical results need it
         "deterministic": True,
     },
     "tracking": {"experiment": "resume-test"},

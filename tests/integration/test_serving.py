@@ -1,7 +1,8 @@
 """The registered champion, served for real: `mlflow models serve --env-manager local`.
 
 A tiny CNN is trained in-process on scikit-learn's 8x8 digits, logged through
-`tracking.log_classifier` into a temporary SQLite store, registered and made champion.
+`logged_model.log_classifier` into a temporary SQLite store, registered and made
+champion.
 The server runs as a subprocess on a free loopback port and is always stopped.
 """
 
@@ -24,9 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlpipe import tracking
-from mlpipe.config import CNNConfig
 from mlpipe.models import build_model
+from mlpipe.models.cnn import CNNConfig
+from mlpipe.tracking import logged_model, registry
+from mlpipe.tracking import store as tracking_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -110,15 +112,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     test = images[1500:1564]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setattr(tracking, "_exported_uri", None)
-        mp.setattr(tracking, "_user_override", None)
-        tracking.setup("serving")
+        mp.setattr(tracking_store, "_exported_uri", None)
+        mp.setattr(tracking_store, "_user_override", None)
+        tracking_store.setup("serving")
         import mlflow
 
         with mlflow.start_run():
-            model_uri = tracking.log_classifier(model, CLASSES, images[:4])
-        version = tracking.register(model_uri, NAME, {})
-        tracking.set_alias(NAME, "champion", version)
+            model_uri = logged_model.log_classifier(model, CLASSES, images[:4])
+        version = registry.register(model_uri, NAME, {})
+        registry.set_alias(NAME, "champion", version)
         offline = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(test)
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     with torch.no_grad():

@@ -13,11 +13,12 @@ import pytest
 import yaml
 from pipelines.validate import main
 
-from mlpipe.config import DataConfig, ValidateConfig
-from mlpipe.data.dataset import ImageDataset, ImageSplit, load_dataset, save_dataset
-from mlpipe.data.expectations import build_specs
-from mlpipe.data.table import class_table, image_table
-from mlpipe.validation import run_suite
+from mlpipe.dataset import ImageDataset, ImageSplit, load_dataset, save_dataset
+from mlpipe.ingest.config import DataConfig
+from mlpipe.validate.config import ValidateConfig
+from mlpipe.validate.expectations import build_specs
+from mlpipe.validate.gx import run_suite
+from mlpipe.validate.table import class_table, image_table
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mlpipe.config import AugmentConfig
 from mlpipe.errors import ConfigError
-from mlpipe.training.augment import crop_flip, draw_params, is_enabled
+from mlpipe.train.augment import crop_flip, draw_params, is_enabled
+from mlpipe.train.config import AugmentConfig
 
 H, W = 6, 5
 

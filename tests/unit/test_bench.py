@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpipe import bench
-from mlpipe.config import MODEL_CONFIGS
-from mlpipe.data.idx import write_idx
-from mlpipe.models import build_model
+from mlpipe.ingest.idx import write_idx
+from mlpipe.models import ARCHITECTURES, build_model
+from mlpipe.train import bench
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 # what a bare GPU box must have besides torch and numpy: mlpipe.config and the engine's needs
@@ -55,7 +54,7 @@ def test_bench_runs_end_to_end_and_writes_the_report(tmp_path, capsys):
     assert report["data"] == {"path": str(data), "train": 128, "test": 64}
 
     tp = report["throughput"]["cnn"]
-    cnn = build_model(MODEL_CONFIGS["cnn"](), 1, 10, [0.5], [0.25])
+    cnn = build_model(ARCHITECTURES["cnn"].config(), 1, 10, [0.5], [0.25])
     assert tp["params"] == sum(p.numel() for p in cnn.parameters())
     assert tp["images_per_epoch"] == 64  # steps * batch size
     assert len(tp["engine_runs"]) == len(tp["bare_runs"]) == 2  # the warm-up is dropped
@@ -149,10 +148,10 @@ def _source_of(module: str) -> Path | None:
 
 
 def test_bench_imports_nothing_a_bare_gpu_box_lacks():
-    """The transitive imports of mlpipe.bench, read from the source: no MLflow, DVC, GX..."""
+    """The transitive imports of mlpipe.train.bench, read from the source: no MLflow, DVC, GX..."""
     seen: set[str] = set()
     third_party: dict[str, str] = {}
-    queue = ["mlpipe", "mlpipe.bench"]
+    queue = ["mlpipe", "mlpipe.train.bench"]
     while queue:
         module = queue.pop()
         path = _source_of(module)
@@ -166,6 +165,6 @@ def test_bench_imports_nothing_a_bare_gpu_box_lacks():
                 queue += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
             elif top not in sys.stdlib_module_names and top != "__future__":
                 third_party.setdefault(top, module)
-    assert "mlpipe.training.engine" in seen
+    assert "mlpipe.train.engine" in seen
     extra = {top: where for top, where in third_party.items() if top not in ALLOWED_THIRD_PARTY}
-    assert not extra, f"mlpipe.bench pulls in {extra} (package: imported by)"
+    assert not extra, f"mlpipe.train.bench pulls in {extra} (package: imported by)"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlpipe.training.ema import ModelEma, ema_decay_at
+from mlpipe.train.ema import ModelEma, ema_decay_at
 
 
 class Tiny(nn.Module):

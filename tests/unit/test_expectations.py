@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlpipe.config import DataConfig, Severity, ValidateChecks, ValidateConfig, to_dataclass
-from mlpipe.data.expectations import (
+from mlpipe.config import to_dataclass
+from mlpipe.errors import ConfigError
+from mlpipe.ingest.config import DataConfig
+from mlpipe.validate.config import Severity, ValidateChecks, ValidateConfig
+from mlpipe.validate.expectations import (
     BUILDERS,
     CLASSES,
     IMAGES,
@@ -16,8 +19,7 @@ from mlpipe.data.expectations import (
     describe_int_set,
     mostly,
 )
-from mlpipe.data.table import TABLE_COLUMNS, TABLE_DTYPES
-from mlpipe.errors import ConfigError
+from mlpipe.validate.table import TABLE_COLUMNS, TABLE_DTYPES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from mlpipe.config import CNNConfig
-from mlpipe.export import (
+from mlpipe.models import build_model
+from mlpipe.models.cnn import CNNConfig
+from mlpipe.models.export import (
     compare,
     export_and_check,
     onnx_probabilities,
     torch_probabilities,
     torchscript_probabilities,
 )
-from mlpipe.models import build_model
 
 
 def test_compare_passes_close_and_fails_far_or_flipped():

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpipe.data.idx import encode_idx, md5_of_content, read_idx, read_idx_pair, write_idx
 from mlpipe.errors import DataError
+from mlpipe.ingest.idx import encode_idx, md5_of_content, read_idx, read_idx_pair, write_idx
 
 
 def images(n: int = 5, h: int = 28, w: int = 28, seed: int = 0) -> np.ndarray:
@@ -177,7 +177,7 @@ def test_pair_with_files_swapped(tmp_path: Path) -> None:
 
 
 def test_os_error_becomes_cannot_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlpipe.data.idx as idx
+    import mlpipe.ingest.idx as idx
 
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))

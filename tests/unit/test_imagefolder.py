@@ -10,10 +10,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from mlpipe.config import DataConfig, to_dataclass
-from mlpipe.data.imagefolder import load_imagefolder
-from mlpipe.data.sources import load_source
+from mlpipe.config import to_dataclass
 from mlpipe.errors import ConfigError, DataError
+from mlpipe.ingest.config import DataConfig
+from mlpipe.ingest.imagefolder import load_imagefolder
+from mlpipe.ingest.sources import load_source
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpipe.evaluation.metrics import classification_metrics, flat_metrics, safe_key
+from mlpipe.evaluate.metrics import classification_metrics, flat_metrics, safe_key
 
 CLASSES = ["T-shirt/top", "Trouser", "Ankle boot"]
 # actual:    0  0  0  0  1  1  1  2  2  2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpipe.config import RegisterConfig
-from mlpipe.model_card import build_model_card
-from mlpipe.registry import Evaluation, decide
+from mlpipe.register.config import RegisterConfig
+from mlpipe.register.gates import Evaluation, decide
+from mlpipe.register.model_card import build_model_card
 
 METRICS = {
     "accuracy": 0.9157,

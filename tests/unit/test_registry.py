@@ -7,21 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from mlpipe.config import RegisterConfig
 from mlpipe.errors import TrackingError
-from mlpipe.registry import (
+from mlpipe.register.aliases import after_promotion, append_event, rollback_target
+from mlpipe.register.config import RegisterConfig
+from mlpipe.register.gates import (
     Evaluation,
     Outcome,
-    after_promotion,
     agreement_problem,
-    append_event,
     decide,
-    dvc_dep_hash,
     evaluate_labels,
-    lineage,
-    rollback_target,
-    version_tags,
 )
+from mlpipe.register.lineage import dvc_dep_hash, lineage, version_tags
 
 N = 1000
 

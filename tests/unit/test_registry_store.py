@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from mlpipe import tracking
+from mlpipe.tracking import store as tracking
 
 
 @pytest.fixture(autouse=True)
@@ -15,20 +15,20 @@ def clean_env(monkeypatch):
     monkeypatch.setattr(tracking, "_exported_uri", None)
     monkeypatch.setattr(tracking, "_user_override", None)
     yield
-    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # forget what _connect() set
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # forget what connect() set
 
 
 def test_users_uri_survives_being_exported(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere/mlflow.db")
-    tracking._connect()  # exports the same value back into the environment
+    tracking.connect()  # exports the same value back into the environment
     assert tracking.tracking_uri() == "sqlite:////tmp/elsewhere/mlflow.db"
-    tracking._connect()
+    tracking.connect()
     assert tracking.tracking_uri() == "sqlite:////tmp/elsewhere/mlflow.db"
 
 
 def test_default_store_we_exported_stays_the_default(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    tracking._connect()
+    tracking.connect()
     assert tracking.tracking_uri() == "sqlite:////x/repo/mlflow.db"
     monkeypatch.setenv("DVC_ROOT", "/y/other")  # a later stage elsewhere: not pinned to /x
     assert tracking.tracking_uri() == "sqlite:////y/other/mlflow.db"
@@ -36,6 +36,6 @@ def test_default_store_we_exported_stays_the_default(monkeypatch):
 
 def test_a_later_user_override_wins(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    tracking._connect()
+    tracking.connect()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert tracking.tracking_uri() == "http://mlflow.example:5000"

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from mlpipe.config import Schedule
-from mlpipe.training.schedules import ONECYCLE_FINAL_DIV, ONECYCLE_START_DIV, lr_multiplier
+from mlpipe.train.config import Schedule
+from mlpipe.train.schedules import ONECYCLE_FINAL_DIV, ONECYCLE_START_DIV, lr_multiplier
 
 TOTAL = 200
 WARMUP_FRACTION = 0.1

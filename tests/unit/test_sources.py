@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mlpipe.config import DataConfig, to_dataclass
-from mlpipe.data import sources
-from mlpipe.data.idx import write_idx
-from mlpipe.data.sources import FASHION_HOME, load_source
+from mlpipe.config import to_dataclass
 from mlpipe.errors import ConfigError, DataError
+from mlpipe.ingest import sources
+from mlpipe.ingest.config import DataConfig
+from mlpipe.ingest.idx import write_idx
+from mlpipe.ingest.sources import FASHION_HOME, load_source
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = [f"c{i}" for i in range(10)]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpipe.data.dataset import ImageDataset, ImageSplit
-from mlpipe.data.split import channel_stats, make_processed, stratified_split
+from mlpipe.dataset import ImageDataset, ImageSplit
 from mlpipe.errors import DataError
+from mlpipe.ingest.stratify import stratified_split
+from mlpipe.preprocess.normalize import channel_stats
+from mlpipe.preprocess.split import make_processed
 
 
 def labelled_split(counts: list[int], seed: int = 0) -> ImageSplit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpipe.evaluation.stats import mcnemar_exact
+from mlpipe.evaluate.stats import mcnemar_exact
 
 
 def pairs(both: int, only_ref: int, only_cand: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipe.data.dataset import ImageDataset, ImageSplit
-from mlpipe.data.table import CLASS_COLUMNS, TABLE_COLUMNS, TABLE_DTYPES, class_table, image_table
+from mlpipe.dataset import ImageDataset, ImageSplit
+from mlpipe.validate.table import (
+    CLASS_COLUMNS,
+    TABLE_COLUMNS,
+    TABLE_DTYPES,
+    class_table,
+    image_table,
+)
 
 
 def make_dataset() -> ImageDataset:

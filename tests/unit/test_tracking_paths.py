@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe import tracking
-from mlpipe.config import Schedule
-from mlpipe.tracking import flatten, project_root, tracking_uri
+from mlpipe.config import flatten
+from mlpipe.tracking import store as tracking
+from mlpipe.tracking.store import project_root, tracking_uri
+from mlpipe.train.config import Schedule
 
 
 @pytest.fixture(autouse=True)

@@ -11,25 +11,26 @@ import torch
 import torch._dynamo  # the first optimiser imports it (~2 s): pay that at collection
 from torch import nn
 
-from mlpipe.config import (
+from mlpipe.config import to_dataclass
+from mlpipe.errors import ConfigError, DataError
+from mlpipe.models import build_model
+from mlpipe.models.checkpoint import load_checkpoint, save_checkpoint
+from mlpipe.models.cnn import CNNConfig
+from mlpipe.train.batches import images_per_epoch, shard_batches
+from mlpipe.train.config import (
     AugmentConfig,
-    CNNConfig,
     DeviceChoice,
     Monitor,
     OnBadCheckpoint,
     Precision,
     ResumeMode,
+    RuntimeConfig,
     TrainConfig,
-    to_dataclass,
 )
-from mlpipe.errors import ConfigError, DataError
-from mlpipe.models import build_model
-from mlpipe.training.batches import images_per_epoch, shard_batches
-from mlpipe.training.checkpoint import load_checkpoint, save_checkpoint
-from mlpipe.training.device import Runtime, resolve_runtime, seed_everything, use_channels_last
-from mlpipe.training.distributed import DistContext, context_from_env
-from mlpipe.training.early_stopping import EarlyStopping
-from mlpipe.training.engine import (
+from mlpipe.train.device import Runtime, resolve_runtime, seed_everything, use_channels_last
+from mlpipe.train.distributed import DistContext, context_from_env
+from mlpipe.train.early_stopping import EarlyStopping
+from mlpipe.train.engine import (
     History,
     TensorData,
     TrainingDiverged,
@@ -38,7 +39,7 @@ from mlpipe.training.engine import (
     evaluate_loss_accuracy,
     fit,
 )
-from mlpipe.training.resume import ResumeError, ResumeFile, run_identity
+from mlpipe.train.resume import ResumeError, ResumeFile, run_identity
 
 MODEL_CFG = CNNConfig(channels=[4], pool_size=2, hidden=8, dropout=0.0)
 MEAN, STD = [0.45], [0.3]
@@ -65,8 +66,6 @@ def train_cfg(**overrides) -> TrainConfig:
         "epochs": 3,
         "batch_size": 16,
         "lr": 0.03,
-        "device": DeviceChoice.cpu,
-        "precision": Precision.fp32,
         "seed": 0,
     }
     return TrainConfig(**(values | overrides))
@@ -80,9 +79,10 @@ def tiny_model(seed: int = 0) -> nn.Module:
     return build_model(MODEL_CFG, 1, 2, MEAN, STD)
 
 
-def train_tiny(seed: int = 0, **overrides) -> History:
+def train_tiny(seed: int = 0, channels_last: bool | None = None, **overrides) -> History:
     cfg = train_cfg(seed=seed, **overrides)
-    return fit(tiny_model(seed), TRAIN, VAL, cfg, CPU)
+    runtime = Runtime(torch.device("cpu"), None, channels_last=channels_last)
+    return fit(tiny_model(seed), TRAIN, VAL, cfg, runtime)
 
 
 def test_fit_learns_a_separable_problem():
@@ -155,7 +155,7 @@ def test_infinite_input_diverges():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_requested_without_cuda_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"train\.device.*cuda"):
+    with pytest.raises(ConfigError, match=r"runtime\.device.*cuda"):
         resolve_runtime(DeviceChoice.cuda, Precision.auto)
 
 
@@ -190,11 +190,11 @@ def test_one_epoch_on_cuda_bf16():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_channels_last_ema_augment_and_compile():
-    runtime = resolve_runtime(DeviceChoice.cuda, Precision.auto)
+    runtime = resolve_runtime(DeviceChoice.cuda, Precision.auto, compile=True)
     assert runtime.autocast_dtype == torch.bfloat16  # auto: bf16 on CUDA
     assert torch.backends.cuda.matmul.allow_tf32
     model = tiny_model()
-    cfg = train_cfg(epochs=2, augment=AugmentConfig(1, True), ema_decay=0.9, compile=True)
+    cfg = train_cfg(epochs=2, augment=AugmentConfig(1, True), ema_decay=0.9)
     history = fit(model, TRAIN, VAL, cfg, runtime)
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -204,8 +204,10 @@ def test_cuda_channels_last_ema_augment_and_compile():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_resume_is_exact_with_deterministic_algorithms(tmp_path):
-    runtime = resolve_runtime(DeviceChoice.cuda, Precision.fp32, deterministic=True)
-    cfg = train_cfg(epochs=3, deterministic=True, channels_last=False)
+    runtime = resolve_runtime(
+        DeviceChoice.cuda, Precision.fp32, deterministic=True, channels_last=False
+    )
+    cfg = train_cfg(epochs=3)
     path = tmp_path / "resume.pt"
     try:
         whole = fit(dropout_model(), TRAIN, VAL, cfg, runtime)
@@ -687,12 +689,15 @@ def test_checkpoint_holds_everything_needed_and_nothing_else(checkpoint):
         ({"early_stopping_metric": "val_f1"}, "train.early_stopping_metric"),
         ({"resume": "sometimes"}, "train.resume"),
         ({"on_bad_checkpoint": "ignore"}, "train.on_bad_checkpoint"),
-        ({"compile": "maybe"}, "train.compile"),
+        ({"compile": "maybe"}, "runtime.compile"),
+        ({"num_threads": -1}, "runtime.num_threads"),
     ],
 )
 def test_bad_engine_settings_name_the_key(values, key):
+    section = key.split(".")[0]
+    schema = RuntimeConfig if section == "runtime" else TrainConfig
     with pytest.raises(ConfigError, match=rf"params\.yaml: {re.escape(key)}:"):
-        to_dataclass(TrainConfig, values, "params.yaml: train")
+        to_dataclass(schema, values, f"params.yaml: {section}")
 
 
 def test_engine_settings_load_from_yaml_values():
@@ -703,4 +708,5 @@ def test_engine_settings_load_from_yaml_values():
     )
     assert cfg.augment == AugmentConfig(2, True)
     assert cfg.ema_decay == 0.999 and cfg.resume is ResumeMode.must
-    assert cfg.channels_last is None and cfg.compile is False
+    runtime = to_dataclass(RuntimeConfig, {}, "params.yaml: runtime")
+    assert runtime.channels_last is None and runtime.compile is False

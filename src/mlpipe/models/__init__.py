@@ -1,4 +1,9 @@
-"""Model registry: architecture name -> class; one architecture per file."""
+"""The classifiers: one architecture per file, each registered with its config schema.
+
+`build_model(cfg, ...)` builds `cfg.arch` behind the normalisation layer, so every model
+takes raw pixels. `load_config` loads the `model` section of params.yaml into the schema
+its `arch` names.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlpipe.models.cnn import CNN
+from mlpipe.config import load_section
 from mlpipe.models.common import Normalize
-from mlpipe.models.resnet import ResNet
-from mlpipe.models.vit import ViT
+from mlpipe.models.registry import ARCHITECTURES, Architecture, register, schema_for
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": CNN, "resnet": ResNet, "vit": ViT}
+# imported for their @register side effect: the registry lists them from here on
+from mlpipe.models import cnn, resnet, vit  # noqa: F401  isort: skip
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "Classifier",
+    "build_model",
+    "load_config",
+    "register",
+    "schema_for",
+]
 
 
 class Classifier(nn.Module):
@@ -24,12 +39,18 @@ class Classifier(nn.Module):
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.normalize(x))
+        out: torch.Tensor = self.backbone(self.normalize(x))
+        return out
 
 
 def build_model(
     cfg: Any, in_channels: int, num_classes: int, mean: list[float], std: list[float]
 ) -> Classifier:
     """Build `cfg.arch` behind the normalisation layer."""
-    backbone = ARCHITECTURES[cfg.arch](cfg, in_channels, num_classes)
+    backbone = ARCHITECTURES[cfg.arch].module(cfg, in_channels, num_classes)
     return Classifier(backbone, mean, std)
+
+
+def load_config(params: dict[str, Any], where: str = "params.yaml") -> Any:
+    """The `model` section of `params` as its architecture's config dataclass."""
+    return load_section(params, "model", schema_for, where)

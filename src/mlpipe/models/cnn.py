@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from mlpipe.config import CNNConfig
+from mlpipe.config import check
 from mlpipe.models.common import conv_bn_relu
+from mlpipe.models.registry import register
 
 
+@dataclass
+class CNNConfig:
+    arch: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    pool_size: int = 7  # feature grid side before the head (7 = no pooling at 28x28)
+    hidden: int = 128
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        check(self.pool_size > 0, "pool_size", f"must be > 0, got {self.pool_size}")
+        check(len(self.channels) >= 1, "channels", "needs at least one stage")
+        check(all(c > 0 for c in self.channels), "channels", f"must be > 0, got {self.channels}")
+        check(self.hidden > 0, "hidden", f"must be > 0, got {self.hidden}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@register("cnn", CNNConfig)
 class CNN(nn.Module):
     """Per stage: conv-bn-relu then 2x2 max-pool; then an adaptive average pool to a
     pool_size x pool_size grid and an MLP head.

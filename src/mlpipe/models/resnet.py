@@ -7,11 +7,14 @@ head. Works for any input size; at 28x28 with strides [1, 2, 2] the grid ends at
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from mlpipe.config import ResNetConfig
+from mlpipe.config import check
 from mlpipe.models.common import conv_bn_relu
+from mlpipe.models.registry import register
 
 
 class BasicBlock(nn.Module):
@@ -36,6 +39,31 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@dataclass
+class ResNetConfig:
+    arch: str = "resnet"
+    stem_channels: int = 64
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per stage
+    strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # first block of each stage
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2])  # BasicBlocks per stage
+    dropout: float = 0.0  # before the linear head
+
+    def __post_init__(self) -> None:
+        check(self.stem_channels > 0, "stem_channels", f"must be > 0, got {self.stem_channels}")
+        check(len(self.channels) >= 1, "channels", "needs at least one stage")
+        check(all(c > 0 for c in self.channels), "channels", f"must be > 0, got {self.channels}")
+        for key, values in (("strides", self.strides), ("blocks", self.blocks)):
+            check(
+                len(values) == len(self.channels),
+                key,
+                f"needs one value per stage ({len(self.channels)}), got {values}",
+            )
+        check(all(s in (1, 2) for s in self.strides), "strides", f"must be 1 or 2: {self.strides}")
+        check(all(b > 0 for b in self.blocks), "blocks", f"must be > 0, got {self.blocks}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@register("resnet", ResNetConfig)
 class ResNet(nn.Module):
     def __init__(self, cfg: ResNetConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()

@@ -12,11 +12,15 @@ and `forward` rejects other sizes with a message naming that key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlpipe.config import ViTConfig, ViTPool
+from mlpipe.config import check
+from mlpipe.models.registry import register
 
 
 class PatchEmbed(nn.Module):
@@ -75,6 +79,50 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class ViTPool(str, Enum):
+    cls = "cls"  # a learned class token, read out after the last block
+    mean = "mean"  # the mean of the patch tokens
+
+
+@dataclass
+class ViTConfig:
+    arch: str = "vit"
+    image_size: int = 28  # input side in pixels; must equal data.image_size (checked at forward)
+    patch_size: int = 4  # 28 / 4 -> 7x7 = 49 tokens
+    dim: int = 128
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 2.0  # MLP hidden width = mlp_ratio * dim
+    dropout: float = 0.1  # after the position embedding, the attention projection, the MLP
+    attn_dropout: float = 0.0  # on the attention weights
+    pool: ViTPool = ViTPool.cls
+
+    def __post_init__(self) -> None:
+        check(self.image_size > 0, "image_size", f"must be > 0, got {self.image_size}")
+        check(self.patch_size > 0, "patch_size", f"must be > 0, got {self.patch_size}")
+        check(
+            self.image_size % self.patch_size == 0,
+            "patch_size",
+            f"must divide image_size {self.image_size}, got {self.patch_size}",
+        )
+        check(self.dim > 0, "dim", f"must be > 0, got {self.dim}")
+        check(self.depth > 0, "depth", f"must be > 0, got {self.depth}")
+        check(self.heads > 0, "heads", f"must be > 0, got {self.heads}")
+        check(
+            self.dim % self.heads == 0,
+            "heads",
+            f"must divide dim {self.dim}, got {self.heads}",
+        )
+        check(self.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(
+            0.0 <= self.attn_dropout < 1.0,
+            "attn_dropout",
+            f"must be in [0, 1), got {self.attn_dropout}",
+        )
+
+
+@register("vit", ViTConfig)
 class ViT(nn.Module):
     def __init__(self, cfg: ViTConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()

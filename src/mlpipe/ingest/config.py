@@ -1,0 +1,67 @@
+"""The `data` section of params.yaml: what ingest reads, and the facts later stages check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mlpipe.config import check
+
+
+class DataSource(str, Enum):
+    fashion_mnist = "fashion_mnist"
+    digits = "digits"
+    imagefolder = "imagefolder"  # your own PNG/JPEG files, one sub-folder per class
+
+
+# The defaults are the official Fashion-MNIST (conf/data/fashion_mnist.yaml).
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    source: DataSource = DataSource.fashion_mnist
+    path: str | None = None  # explicit folder; tried first
+    debian_dir: str | None = "/usr/share/datasets/fashion-mnist"
+    urls: list[str] = field(default_factory=lambda: [FASHION_URL])
+    verify_checksums: bool = True
+    image_size: int = 28
+    channels: int = 1
+    # imagefolder: [] means the sorted sub-folder names
+    class_names: list[str] = field(default_factory=lambda: list(FASHION_CLASSES))
+    test_fraction: float | None = None  # only for sources without an official test split
+    split_seed: int = 42  # for test_fraction
+    resize: bool = True  # imagefolder: resize other sizes to image_size (else an error)
+    skip_unreadable: bool = False  # imagefolder: skip (and list) bad files instead of failing
+
+    def __post_init__(self) -> None:
+        check(self.image_size > 0, "image_size", f"must be > 0, got {self.image_size}")
+        check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        from_folders = DataSource(self.source) is DataSource.imagefolder and not self.class_names
+        check(
+            from_folders or len(self.class_names) >= 2, "class_names", "needs at least two classes"
+        )
+        check(
+            len(set(self.class_names)) == len(self.class_names),
+            "class_names",
+            "must be unique",
+        )
+        if self.test_fraction is not None:
+            check(
+                0.0 < self.test_fraction < 1.0,
+                "test_fraction",
+                f"must be in (0, 1), got {self.test_fraction}",
+            )

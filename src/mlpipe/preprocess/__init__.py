@@ -1,0 +1,3 @@
+"""Stage `preprocess`: the stratified train/val split and train-only normalisation
+statistics. `config` (the `preprocess` section), `split`.
+"""

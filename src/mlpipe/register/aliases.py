@@ -1,0 +1,143 @@
+"""Alias moves with a history: MLflow keeps none, so the registered model's tags do.
+
+Per alias, two registered-model tags: a stack of the versions that held the alias (what
+rollback pops) and a log of moves (who, when, why, forced or not). The pure functions
+compute both; `plan_move` and `apply_move` read and write them through tracking.registry.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlpipe.errors import TrackingError
+from mlpipe.tracking import registry
+from mlpipe.tracking.registry import ModelView
+
+MAX_STACK = 100
+MAX_HISTORY_CHARS = 4500  # registered-model tag values are VARCHAR(5000) in SQL stores
+
+
+def stack_tag(alias: str) -> str:
+    return f"mlpipe.alias_stack.{alias}"
+
+
+def history_tag(alias: str) -> str:
+    return f"mlpipe.alias_history.{alias}"
+
+
+def parse_json_list(text: str | None) -> list[Any]:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def after_promotion(stack: list[str], current: str | None, version: str) -> list[str]:
+    """The stack once `version` holds the alias: the current holder stays below it."""
+    out = [str(v) for v in stack]
+    if current is not None and (not out or out[-1] != current):
+        out.append(current)  # e.g. an alias set before history was kept, or by hand
+    if not out or out[-1] != version:
+        out.append(version)
+    return out[-MAX_STACK:]
+
+
+def rollback_target(stack: list[str], current: str | None, alias: str) -> tuple[str, list[str]]:
+    """The version that held the alias before `current`, and the stack after the rollback."""
+    out = [str(v) for v in stack]
+    while out and out[-1] == current:
+        out.pop()
+    if not out:
+        held = f"v{current}" if current is not None else "no version"
+        raise TrackingError(
+            f"@{alias} ({held}) has no earlier holder recorded: nothing to roll back to"
+        )
+    return out[-1], out
+
+
+def append_event(events: list[Any], event: dict[str, Any]) -> list[Any]:
+    """Add a move to the log, dropping the oldest while it is too long for a tag."""
+    out = [*events, event]
+    while len(out) > 1 and len(json.dumps(out)) > MAX_HISTORY_CHARS:
+        out.pop(0)
+    return out
+
+
+# -- reading and writing them ----------------------------------------------------------
+
+
+@dataclass
+class AliasMove:
+    alias: str
+    version: str
+    previous: str | None
+    action: str  # promote | rollback
+    forced: bool
+    reason: str
+
+
+def plan_move(
+    model: ModelView,
+    alias: str,
+    version: str | None,
+    action: str,
+    reason: str,
+    forced: bool = False,
+) -> AliasMove:
+    """Check a move and work out its target without changing anything.
+
+    `version` is the target of a promote; a rollback finds it in the alias's history.
+    """
+    current = model.aliases.get(alias)
+    if action == "rollback":
+        stack = parse_json_list(model.tags.get(stack_tag(alias)))
+        version, _ = rollback_target(stack, current, alias)
+    if version is None:
+        raise TrackingError(f"{action}: no version given")
+    registry.get_version(model.name, version, model)  # the target must exist
+    return AliasMove(alias, str(version), current, action, forced, reason)
+
+
+def apply_move(model: ModelView, move: AliasMove, by: str | None = None) -> None:
+    """Move the alias and record it: history tags on the model, a tag on the version."""
+    stack = parse_json_list(model.tags.get(stack_tag(move.alias)))
+    if move.action == "rollback":
+        _, stack = rollback_target(stack, move.previous, move.alias)
+    else:
+        stack = after_promotion(stack, move.previous, move.version)
+    event = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "action": move.action,
+        "version": move.version,
+        "previous": move.previous,
+        "by": by or _user(),
+        "forced": move.forced,
+        "reason": move.reason,
+    }
+    history = append_event(parse_json_list(model.tags.get(history_tag(move.alias))), event)
+    version_tags = {f"{move.alias}.last_move": json.dumps(event, sort_keys=True)}
+    if move.forced:
+        version_tags[f"{move.alias}.forced"] = "true"
+    model_tags = {
+        stack_tag(move.alias): json.dumps(stack),
+        history_tag(move.alias): json.dumps(history),
+    }
+    registry.move_alias(model.name, move.alias, move.version, version_tags, model_tags)
+
+
+def alias_history(name: str, alias: str) -> list[Any]:
+    return parse_json_list(registry.model_tags(name).get(history_tag(alias)))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,103 @@
+"""The register stage's candidate: its test scores (from evaluate), its checks (every
+exported form against PyTorch) and the decision, as plain values for the report."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mlpipe.dataset import ImageDataset
+from mlpipe.errors import DataError
+from mlpipe.models.export import export_and_check
+from mlpipe.register import promote
+from mlpipe.register.config import RegisterConfig
+from mlpipe.register.gates import Decision, Evaluation, agreement_problem, summary_metrics
+from mlpipe.register.model_card import build_model_card
+from mlpipe.tracking import logged_model
+from mlpipe.tracking.registry import ModelView
+from mlpipe.tracking.runs import RunView
+
+CONFUSION_IMAGE = "evaluate/confusion_matrix.png"  # where evaluate logs it on the run
+
+
+@dataclass
+class Assessment:
+    decision: Decision
+    candidate: Evaluation
+    report: dict[str, Any]  # what reports/register.json records besides the version
+
+
+def read_predicted(path: Path) -> list[str]:
+    """evaluate's predicted class name per test image, in test-set order."""
+    try:
+        with path.open(newline="") as fh:
+            return [row["predicted"] for row in csv.DictReader(fh)]
+    except (OSError, KeyError, csv.Error) as exc:
+        raise DataError(f"{path}: unreadable predictions: {exc}") from None
+
+
+def assess_candidate(
+    cfg: RegisterConfig,
+    dataset: ImageDataset,
+    scores: dict[str, Any],
+    predicted: list[str],
+    model: nn.Module,
+    model_uri: str,
+    registered: ModelView | None,
+    export_dir: Path,
+) -> Assessment:
+    """Check the exports and the logged model, then decide against the champion.
+
+    `scores` and `predicted` are evaluate's metrics and per-image predictions: the
+    candidate is not scored again.
+    """
+    test, names = dataset.splits["test"], dataset.class_names
+    candidate = Evaluation(scores, promote.correctness(predicted, test, names))
+    images = test.images[: cfg.parity_images]
+    parity = export_and_check(model, images, export_dir, cfg.export_tolerance)
+    logged = logged_model.predict_labels(model_uri, images, names)
+    checks = [agreement_problem(logged, predicted[: len(images)])]
+    checks += [c.summary() for c in parity.values() if not c.passed]
+    failed = [c for c in checks if c]
+    decision = promote.assess(cfg, candidate, registered, test, names, failed)
+    champion = decision.champion_scores
+    report = {
+        **decision.to_dict(),
+        "candidate_metrics": summary_metrics(scores),
+        "champion_metrics": None if champion is None else summary_metrics(champion),
+        "evaluate_accuracy": scores.get("accuracy"),
+        "exports": {fmt: c.to_dict() for fmt, c in parity.items()},
+    }
+    return Assessment(decision, candidate, report)
+
+
+def card_builder(
+    cfg: RegisterConfig, dataset: ImageDataset, assessment: Assessment, run: RunView
+) -> Callable[[str], str]:
+    """version -> the model card's markdown."""
+    report = assessment.report
+
+    def card(version: str) -> str:
+        return build_model_card(
+            model={"name": cfg.model_name, "version": version},
+            data={
+                "source": dataset.source,
+                "class_names": dataset.class_names,
+                "md5": report["lineage"]["data_md5"],
+                "splits": {k: len(v) for k, v in dataset.splits.items()},
+            },
+            metrics=assessment.candidate.metrics,
+            decision=report,
+            lineage=report["lineage"],
+            params=run.params,
+            exports=report["exports"],
+            champion_metrics=report["champion_metrics"],
+            confusion_image=CONFUSION_IMAGE,
+        )
+
+    return card

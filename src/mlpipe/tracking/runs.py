@@ -1,0 +1,105 @@
+"""The pipeline execution's MLflow run: train opens it, evaluate and register reopen it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from mlpipe.config import flatten
+from mlpipe.errors import TrackingError
+from mlpipe.tracking import store
+
+
+def run_tags(stage: str) -> dict[str, str]:
+    """Lineage tags: the stage, the git commit and, during `dvc exp run`, the experiment."""
+    tags = {"mlpipe.stage": stage}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    for env, tag in [
+        ("DVC_EXP_NAME", "dvc_exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
+    ]:
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    """Open the pipeline execution's run; yields its id."""
+    store.setup(experiment)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        yield str(run.info.run_id)
+
+
+@contextlib.contextmanager
+def resume_run(run_id: str) -> Iterator[str]:
+    """Reopen a run started by an earlier stage of the same pipeline execution."""
+    uri = store.connect()
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield str(run.info.run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow run {run_id} in {uri}: {exc.message}") from None
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params(flatten(params))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """One batched call: per-metric calls cost milliseconds each on SQLite."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+@dataclass
+class RunView:
+    run_id: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def get_run(run_id: str) -> RunView:
+    try:
+        run = store.client().get_run(run_id)
+    except MlflowException as exc:
+        uri = store.tracking_uri()
+        raise TrackingError(f"MLflow run {run_id} in {uri}: {exc.message}") from None
+    return RunView(run_id, dict(run.data.params), dict(run.data.tags), dict(run.data.metrics))

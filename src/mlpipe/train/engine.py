@@ -1,0 +1,462 @@
+"""The training loop. Knows nothing of MLflow, files or params.yaml.
+
+Data lives on the device as tensors; batches are drawn (and augmented) there by index, so
+there is no per-sample Python work on the hot path and no host sync per step on CUDA.
+Everything that differs between CPU, CUDA, one process and torchrun is resolved once in
+`_build` (device, precision, memory format, DDP, compile); the loop itself has one path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from mlpipe.errors import MlpipeError
+from mlpipe.train import distributed
+from mlpipe.train.batches import images_per_epoch, plan_epoch, shard_batches
+from mlpipe.train.config import Monitor, TrainConfig
+from mlpipe.train.device import Runtime, rng_state, set_rng_state, use_channels_last
+from mlpipe.train.early_stopping import EarlyStopping
+from mlpipe.train.ema import ModelEma
+from mlpipe.train.schedules import lr_multiplier
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(MlpipeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TensorData:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    @classmethod
+    def from_numpy(cls, images: Any, labels: Any) -> TensorData:
+        return cls(torch.from_numpy(images), torch.from_numpy(labels))
+
+    def to(self, device: torch.device) -> TensorData:
+        return TensorData(self.images.to(device), self.labels.to(device))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float  # of the EMA weights when train.ema_decay is set
+    lr: float  # at the end of the epoch
+    seconds: float
+    images_per_second: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochStats] = field(default_factory=list)
+    device: str = "cpu"
+    precision: str = "fp32"
+    resumed_from_epoch: int = 0  # 0: started from scratch
+    stopped_early: bool = False
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(e.seconds for e in self.epochs)
+
+    def rows(self) -> list[dict[str, float]]:
+        return [asdict(e) for e in self.epochs]
+
+    def to_csv(self) -> str:
+        """One row per epoch (the DVC plot)."""
+        buf = io.StringIO()
+        names = [f.name for f in fields(EpochStats)]
+        writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows())
+        return buf.getvalue()
+
+    def summary(self) -> dict[str, Any]:
+        last = self.epochs[-1]
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "train_seconds": round(self.train_seconds, 2),
+            "images_per_second": round(last.images_per_second, 1),
+            "val_accuracy": round(last.val_accuracy, 4),
+            "epochs": len(self.epochs),
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "stopped_early": self.stopped_early,
+        }
+
+
+EpochCallback = Callable[[EpochStats], None]
+
+
+class Checkpointer(Protocol):
+    """Where the resume state lives (see training/resume.py); `fit` calls it on every rank."""
+
+    where: str  # names the file in messages
+
+    def load(self) -> dict[str, Any] | None:
+        """A state saved by `save` for this very run, or None to start from scratch."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Called once per epoch, after `on_epoch_end`."""
+
+    def reject(self, reason: str) -> None:
+        """The loaded state does not fit: raise, or warn (then training starts over)."""
+
+
+@dataclass
+class _Loop:
+    """Everything that carries over from one epoch to the next, and so into a checkpoint."""
+
+    cfg: TrainConfig
+    runtime: Runtime
+    model: nn.Module  # the plain model: weights, evaluation, EMA source
+    module: nn.Module  # what the training step calls: `model`, maybe in DDP, maybe compiled
+    memory_format: torch.memory_format
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator  # batch order and augmentation
+    ema: ModelEma | None
+    stopper: EarlyStopping
+    history: History
+    steps_per_epoch: int
+    epoch: int = 0  # epochs completed
+
+    def state_dict(self) -> dict[str, Any]:
+        """A collective under DDP (every rank's RNG state is gathered)."""
+        return {
+            "epoch": self.epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "history": self.history.rows(),
+            "rng": distributed.gather_objects(rng_state(), self.runtime.dist),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.history.epochs = [EpochStats(**row) for row in state["history"]]
+        self.epoch = self.history.resumed_from_epoch = int(state["epoch"])
+        set_rng_state(state["rng"][self.runtime.dist.rank])
+
+
+def fit(
+    model: nn.Module,
+    train: TensorData,
+    val: TensorData,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    on_epoch_end: EpochCallback | None = None,
+    *,
+    checkpointer: Checkpointer | None = None,
+) -> History:
+    """Train `model` in place; return per-epoch statistics.
+
+    With `checkpointer`, continue from its saved state and save after every epoch. With
+    train.ema_decay, `model` ends holding the EMA weights (those validated, to be saved).
+    Under torchrun every rank calls this; `on_epoch_end` runs on every rank.
+    """
+    loop = _build(model, cfg, runtime, len(train))
+    if checkpointer is not None:
+        _restore(loop, checkpointer)
+    train, val = train.to(runtime.device), val.to(runtime.device)
+    for epoch in range(loop.epoch + 1, cfg.epochs + 1):
+        if loop.stopper.should_stop:
+            break
+        stats = _run_epoch(loop, train, val, epoch)
+        loop.history.epochs.append(stats)
+        loop.epoch = epoch
+        stop = loop.stopper.update(_monitored(stats, cfg.early_stopping_metric), epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+        if checkpointer is not None:
+            checkpointer.save(loop.state_dict())
+        if stop:
+            log.info(
+                "early stopping after epoch %d: %s has not improved since epoch %d",
+                epoch,
+                cfg.early_stopping_metric.value,
+                loop.stopper.best_epoch,
+            )
+            break
+    loop.history.stopped_early = loop.stopper.should_stop
+    if loop.ema is not None:
+        model.load_state_dict(loop.ema.module.state_dict())
+    return loop.history
+
+
+def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, n_train: int) -> _Loop:
+    torch.manual_seed(cfg.seed + runtime.dist.rank)  # dropout; differs between ranks
+    model.to(runtime.device)
+    channels_last = use_channels_last(runtime.channels_last, runtime.device, model)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    module = distributed.wrap_ddp(model, runtime.dist, runtime.device)
+    if runtime.compile:
+        module = torch.compile(module)  # type: ignore[assignment]
+    steps = len(shard_batches(n_train, cfg.batch_size, 0, runtime.dist.world_size))
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        fused=runtime.device.type == "cuda",
+    )
+    total = steps * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, total, cfg.schedule, cfg.warmup_fraction)
+    )
+    return _Loop(
+        cfg=cfg,
+        runtime=runtime,
+        model=model,
+        module=module,
+        memory_format=memory_format,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        ema=None if cfg.ema_decay is None else ModelEma(model, cfg.ema_decay),
+        stopper=EarlyStopping(
+            cfg.early_stopping_patience, cfg.early_stopping_min_delta, cfg.early_stopping_metric
+        ),
+        history=History(device=str(runtime.device), precision=runtime.precision_name),
+        steps_per_epoch=steps,
+    )
+
+
+def _restore(loop: _Loop, checkpointer: Checkpointer) -> None:
+    state = checkpointer.load()
+    if state is None:
+        return
+    problem = _state_mismatch(loop, state)
+    if problem is not None:
+        checkpointer.reject(problem)
+        return
+    loop.load_state_dict(state)
+    log.info("resumed from %s after epoch %d", checkpointer.where, loop.epoch)
+
+
+_STATE_KEYS = (
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "generator",
+    "ema",
+    "early_stopping",
+    "history",
+    "rng",
+)
+
+
+def _state_mismatch(loop: _Loop, state: dict[str, Any]) -> str | None:
+    """Why `state` cannot be loaded into `loop`, checked before anything is changed."""
+    missing = sorted(set(_STATE_KEYS) - set(state))
+    if missing:
+        return f"incomplete resume state: no {', '.join(missing)}"
+    own = {k: tuple(v.shape) for k, v in loop.model.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state["model"].items()}
+    if own != saved:
+        diff = sorted(set(own) ^ set(saved)) or [k for k in own if own[k] != saved[k]]
+        return f"weights do not fit the model (first difference: {diff[0]})"
+    if len(state["rng"]) != loop.runtime.dist.world_size:
+        return f"saved by {len(state['rng'])} processes, now {loop.runtime.dist.world_size}"
+    if (state["ema"] is None) != (loop.ema is None):
+        return "saved with a different train.ema_decay setting"
+    return None
+
+
+def _monitored(stats: EpochStats, monitor: Monitor) -> float:
+    return float(getattr(stats, monitor.value))
+
+
+def _run_epoch(loop: _Loop, train: TensorData, val: TensorData, epoch: int) -> EpochStats:
+    start = time.perf_counter()
+    train_loss, train_acc, n_images = _train_epoch(loop, train, epoch)
+    _sync(loop.runtime.device)
+    seconds = time.perf_counter() - start
+    eval_model = loop.model if loop.ema is None else loop.ema.module
+    val_loss, val_acc = _validate(eval_model, val, loop)
+    stats = EpochStats(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_accuracy=train_acc,
+        val_loss=val_loss,
+        val_accuracy=val_acc,
+        lr=float(loop.scheduler.get_last_lr()[0]),
+        seconds=seconds,
+        images_per_second=n_images / seconds,
+    )
+    log.info(
+        "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
+        epoch,
+        loop.cfg.epochs,
+        train_loss,
+        train_acc,
+        val_loss,
+        val_acc,
+        stats.images_per_second,
+    )
+    return stats
+
+
+def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, float, int]:
+    cfg, runtime = loop.cfg, loop.runtime
+    loop.module.train()
+    plan = plan_epoch(
+        loop.generator,
+        len(data),
+        cfg.batch_size,
+        cfg.augment,
+        runtime.dist,
+        runtime.device,
+        loop.memory_format,
+    )
+    guard = _DivergenceGuard(loop, epoch)
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    bar = tqdm(
+        range(len(plan)),
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        unit="batch",
+        leave=False,
+        disable=None if runtime.dist.is_main else True,
+    )
+    for step in bar:
+        x, y = plan.batch(data.images, data.labels, step)
+        with runtime.autocast():
+            logits = loop.module(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        guard.add(loss)
+        loop.optimizer.zero_grad(set_to_none=True)
+        scale = plan.spans[step].loss_scale
+        (loss if scale == 1.0 else loss * scale).backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(loop.model.parameters(), cfg.grad_clip)
+        loop.optimizer.step()
+        loop.scheduler.step()
+        if loop.ema is not None:
+            loop.ema.update()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum()
+    guard.flush()
+    distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
+    n = images_per_epoch(len(data), cfg.batch_size, runtime.dist.world_size)
+    return loss_sum.item() / n, correct.item() / n, n
+
+
+class _DivergenceGuard:
+    """Names the first step whose loss is NaN or infinite.
+
+    Looking at a loss is a host sync: on CUDA losses are checked every
+    `runtime.loss_check_every` steps, on the CPU at once (before the backward pass). A few
+    steps trained past a NaN do no harm: the run stops before the epoch's checkpoint.
+    """
+
+    def __init__(self, loop: _Loop, epoch: int) -> None:
+        self.loop, self.epoch = loop, epoch
+        self.every = 1 if loop.runtime.device.type == "cpu" else 32
+        self.pending: list[torch.Tensor] = []
+        self.checked = 0  # steps of this epoch known to be finite
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        losses = torch.stack(self.pending)
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            self._raise(self.checked + i, float(losses[i]))
+        self.checked += len(self.pending)
+        self.pending.clear()
+
+    def _raise(self, step: int, value: float) -> None:
+        cfg = self.loop.cfg
+        total = self.loop.steps_per_epoch * cfg.epochs
+        global_step = (self.epoch - 1) * self.loop.steps_per_epoch + step
+        lr = cfg.lr * lr_multiplier(global_step, total, cfg.schedule, cfg.warmup_fraction)
+        raise TrainingDiverged(
+            f"training diverged: loss is {value} at epoch {self.epoch}, step {step + 1} "
+            f"(lr {lr:.3g}); lower train.lr or enable train.grad_clip"
+        )
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, data: TensorData, loop: _Loop) -> tuple[float, float]:
+    """Mean loss and accuracy over all of `data`; each rank evaluates its share."""
+    runtime = loop.runtime
+    distributed.broadcast_buffers(model, runtime.dist)
+    model.eval()
+    n = len(data)
+    batch_size = loop.cfg.batch_size * 4
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    for share in shard_batches(n, n, runtime.dist.rank, runtime.dist.world_size):  # 0 or 1
+        for start in range(share.start, share.stop, batch_size):
+            stop = min(start + batch_size, share.stop)
+            x = data.images[start:stop].contiguous(memory_format=loop.memory_format)
+            y = data.labels[start:stop]
+            with runtime.autocast():
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+    distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
+    return loss_sum.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime
+) -> torch.Tensor:
+    """Logits (N, num_classes) in fp32 on the CPU, in eval mode."""
+    model.eval()
+    out = []
+    for chunk in images.split(batch_size):
+        with runtime.autocast():
+            out.append(model(chunk.to(runtime.device)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate_loss_accuracy(
+    model: nn.Module, data: TensorData, batch_size: int, runtime: Runtime
+) -> tuple[float, float]:
+    logits = predict_logits(model, data.images, batch_size, runtime)
+    labels = data.labels.cpu()
+    loss = F.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return loss, accuracy
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,131 @@
+"""One execution of the train stage: the model, the resume file and, on rank 0, the MLflow
+run around `fit`.
+
+The run id has one home at a time: the resume file while training is unfinished (so a
+killed run continues in the same MLflow run), then train.json, which evaluate and
+register read. Under torchrun every rank trains; rank 0 alone imports MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipe.dataset import ImageDataset
+from mlpipe.errors import TrackingError
+from mlpipe.models import Classifier, build_model
+from mlpipe.train.device import Runtime, seed_everything
+from mlpipe.train.engine import EpochStats, History, TensorData, fit
+from mlpipe.train.resume import ResumeFile
+
+log = logging.getLogger(__name__)
+RUN_ID_KEY = "mlflow_run_id"  # in the resume file's `extra`, while the run is unfinished
+LOGGED_SECTIONS = ("model", "train", "runtime")  # params.yaml sections logged as run params
+
+
+@dataclass
+class Trained:
+    model: Classifier
+    history: History
+    run_id: str | None = None  # rank 0 only
+    model_uri: str | None = None  # the logged (served) model, rank 0 only
+
+
+def train(
+    cfg: dict[str, Any],
+    data: ImageDataset,
+    runtime: Runtime,
+    resume_path: Path,
+    validation: Path | None = None,
+    data_docs: Path | None = None,
+) -> tuple[Trained, ResumeFile]:
+    """Build and fit `cfg["model"]` on data's train split, validating on its val split."""
+    seed_everything(cfg["train"].seed)
+    norm = data.extra["normalization"]
+    model = build_model(
+        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
+    )
+    train_data, val = (
+        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
+        for s in ("train", "val")
+    )
+    resume = ResumeFile.for_run(
+        resume_path,
+        cfg["model"],
+        cfg["train"],
+        {"train": train_data, "val": val},
+        runtime.dist,
+        cfg["runtime"],
+    )
+    state = resume.load() or {}  # a bad checkpoint fails here, before MLflow is touched
+    if not runtime.dist.is_main:
+        logging.getLogger("mlpipe").setLevel(logging.WARNING)  # rank 0 reports progress
+        history = fit(model, train_data, val, cfg["train"], runtime, checkpointer=resume)
+        return Trained(model, history), resume
+    from mlpipe.tracking import logged_model  # only here: only rank 0 ever imports mlflow
+
+    with open_run(cfg, resume.extra.get(RUN_ID_KEY)) as (run_id, reopened):
+        resume.extra[RUN_ID_KEY] = run_id
+        if not reopened:
+            log_inputs(cfg, data, validation, data_docs)
+            for row in state.get("history", []):  # epochs trained before a kill
+                log_epoch(row)
+        history = fit(model, train_data, val, cfg["train"], runtime, log_epoch, checkpointer=resume)
+        uri = logged_model.log_classifier(model, data.class_names, data.splits["train"].images[:4])
+    resume.extra.pop(RUN_ID_KEY)  # from here on train.json holds it
+    return Trained(model, history, run_id, uri), resume
+
+
+def log_inputs(
+    cfg: dict[str, Any], data: ImageDataset, validation: Path | None, docs: Path | None
+) -> None:
+    """Params, and the data gate's results: they belong to the run that used the data."""
+    from mlpipe.tracking import runs
+
+    runs.log_params(
+        {k: dataclasses.asdict(cfg[k]) for k in LOGGED_SECTIONS}
+        | {"data": {"source": data.source, **data.meta()["splits"]}}
+    )
+    if validation is not None and validation.is_file():
+        summary = json.loads(validation.read_text())
+        counts = ("evaluated", "passed", "failed", "warnings")
+        runs.log_metrics({f"validation_{k}": summary[k] for k in counts if k in summary})
+        runs.set_tags({"validation_success": str(summary.get("success"))})
+        runs.log_artifact(validation, "validate")
+    if docs is not None and docs.is_dir():
+        runs.log_artifacts(docs, "validate/data_docs")
+
+
+def log_epoch(stats: EpochStats | dict[str, Any]) -> None:
+    from mlpipe.tracking import runs
+
+    row = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
+    runs.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+@contextlib.contextmanager
+def open_run(cfg: dict[str, Any], previous: str | None) -> Iterator[tuple[str, bool]]:
+    """Reopen the killed run's MLflow run when resuming; else (or if it is gone) a new one."""
+    from mlpipe.tracking import runs
+
+    with contextlib.ExitStack() as stack:
+        run_id = None
+        if previous:
+            try:
+                run_id = stack.enter_context(runs.resume_run(previous))
+            except TrackingError as exc:
+                log.warning("%s; logging to a new MLflow run", exc)
+        if run_id is None:
+            tags = runs.run_tags("train")
+            suffix = tags.get("dvc_exp_name", tags.get("git_commit", "local")[:8])
+            name = f"{cfg['model'].arch}-{suffix}"
+            run_id = stack.enter_context(runs.start_run(cfg["tracking"].experiment, name, tags))
+            yield run_id, False
+        else:
+            yield run_id, True
