@@ -56,10 +56,12 @@ class CNN(nn.Module):
         self.num_features = c_in
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x))  # (B, C_last, pool_size, pool_size)
+        out: torch.Tensor = self.pool(self.features(x))  # (B, C_last, pool_size, pool_size)
+        return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)  # (B, num_classes)
+        out: torch.Tensor = self.head(x)  # (B, num_classes)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

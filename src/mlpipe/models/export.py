@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.jit._trace import TracerWarning  # torch.jit re-exports it without __all__
 
 TOLERANCE = 1e-4  # max absolute difference on probabilities
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -82,7 +83,7 @@ def compare(
     return ParityCheck(fmt, len(reference), diff, same, tolerance)
 
 
-def _batched(fn: Any, images: np.ndarray) -> np.ndarray:
+def _batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
     parts = [fn(images[i : i + BATCH_SIZE]) for i in range(0, len(images), BATCH_SIZE)]
     return np.concatenate(parts)
 
@@ -92,7 +93,8 @@ def torch_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return wrapped(torch.from_numpy(batch.astype(np.float32))).numpy()
+            out: torch.Tensor = wrapped(torch.from_numpy(batch.astype(np.float32)))
+            return out.numpy()
 
     return _batched(run, images)
 
@@ -109,7 +111,7 @@ def _quiet() -> Iterator[None]:
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             # e.g. a shape check traced as a constant; the parity check is what decides
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", TracerWarning)
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
@@ -126,7 +128,9 @@ def export_torchscript(model: nn.Module, images: np.ndarray, path: str | Path) -
     """Trace model + softmax on float32 example images and save it."""
     path = Path(path)
     with _quiet(), torch.no_grad():
-        traced = torch.jit.trace(Probabilities(model).eval(), _example(images))
+        traced = torch.jit.trace(  # type: ignore[no-untyped-call]  # untyped in torch
+            Probabilities(model).eval(), _example(images)
+        )
         traced.save(str(path))
     return path
 
@@ -151,7 +155,8 @@ def export_onnx(model: nn.Module, images: np.ndarray, path: str | Path) -> Path:
 
 def load_torchscript(path: str | Path) -> Any:
     with _quiet():
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        return module.eval()
 
 
 def torchscript_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
@@ -159,7 +164,8 @@ def torchscript_probabilities(path: str | Path, images: np.ndarray) -> np.ndarra
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(batch.astype(np.float32))).numpy()
+            out: torch.Tensor = module(torch.from_numpy(batch.astype(np.float32)))
+            return out.numpy()
 
     return _batched(run, images)
 

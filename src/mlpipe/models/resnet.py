@@ -34,9 +34,10 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
-        out = self.relu(self.bn1(self.conv1(x)))  # (B, C_out, H/stride, W/stride)
+        out: torch.Tensor = self.relu(self.bn1(self.conv1(x)))  # (B, C_out, H/s, W/s)
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = self.relu(out + self.shortcut(x))
+        return out
 
 
 @dataclass
@@ -84,11 +85,13 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))  # (B, C_last, H / prod(strides), W / prod(strides))
+        out: torch.Tensor = self.stages(self.stem(x))  # (B, C_last, H / prod(s), W / prod(s))
+        return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(x).flatten(1)  # (B, C_last)
-        return self.head(self.head_drop(x))  # (B, num_classes)
+        pooled: torch.Tensor = self.pool(x)  # (B, C_last, 1, 1)
+        out: torch.Tensor = self.head(self.head_drop(pooled.flatten(1)))  # (B, num_classes)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -31,7 +31,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, S/p, S/p) -> (B, N, D)
+        grid: torch.Tensor = self.proj(x)  # (B, D, S/p, S/p)
+        return grid.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
 class Attention(nn.Module):
@@ -50,7 +51,8 @@ class Attention(nn.Module):
         p = self.attn_dropout if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, N, D/H)
         x = x.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
-        return self.proj_drop(self.proj(x))
+        out: torch.Tensor = self.proj_drop(self.proj(x))
+        return out
 
 
 class Mlp(nn.Module):
@@ -61,7 +63,8 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D)
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+        out: torch.Tensor = self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+        return out
 
 
 class Block(nn.Module):
@@ -75,8 +78,10 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.dim, round(cfg.dim * cfg.mlp_ratio), cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D)
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        attended: torch.Tensor = self.attn(self.norm1(x))
+        x = x + attended
+        mixed: torch.Tensor = self.mlp(self.norm2(x))
+        return x + mixed
 
 
 class ViTPool(str, Enum):
@@ -166,11 +171,13 @@ class ViT(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         x = self.pos_drop(x + self.pos_embed)
-        return self.norm(self.blocks(x))  # (B, N, D)
+        out: torch.Tensor = self.norm(self.blocks(x))  # (B, N, D)
+        return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, 0] if self.pool is ViTPool.cls else x[:, self.num_prefix :].mean(dim=1)  # (B, D)
-        return self.head(self.head_drop(x))  # (B, num_classes)
+        out: torch.Tensor = self.head(self.head_drop(x))  # (B, num_classes)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -76,4 +76,5 @@ def correctness(predicted: list[str], test: ImageSplit, class_names: list[str]) 
     if len(predicted) != len(test):
         raise TrackingError(f"{len(predicted)} predictions for {len(test)} test images")
     truth = np.asarray(class_names, dtype=object)[test.labels].astype(str)
-    return np.asarray(predicted, dtype=str) == truth
+    correct: np.ndarray = np.asarray(predicted, dtype=str) == truth
+    return correct

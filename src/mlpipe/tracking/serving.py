@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 TORCHSCRIPT_ARTIFACT = "torchscript"
 BATCH_SIZE = 256  # images per forward pass: bounds memory for large requests
@@ -88,7 +88,8 @@ class ImageClassifier(PythonModel):
             # does; the warning would be printed on every server start.
             warnings.simplefilter("ignore", DeprecationWarning)
             path = context.artifacts[TORCHSCRIPT_ARTIFACT]
-            self.module = torch.jit.load(path, map_location="cpu").eval()
+            module = torch.jit.load(path, map_location="cpu")  # type: ignore[no-untyped-call]
+            self.module = module.eval()
 
     # np.ndarray is a hint MLflow derives no signature from: the logged tensor signature
     # stays in force, and the scoring server parses request bodies against it.

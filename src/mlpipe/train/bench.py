@@ -137,12 +137,12 @@ class BareLoop:
         start = time.perf_counter()
         self.model.train()
         order = torch.randperm(len(self.data), generator=self.generator)
-        for idx in order.to(self.runtime.device).split(self.batch_size):
+        for idx in torch.split(order.to(self.runtime.device), self.batch_size):
             with self.runtime.autocast():
                 logits = self.model(self.data.images[idx])
                 loss = F.cross_entropy(logits.float(), self.data.labels[idx])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             self.optimizer.step()
         sync(self.runtime.device)
         return time.perf_counter() - start

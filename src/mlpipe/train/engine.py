@@ -441,7 +441,7 @@ def predict_logits(
     """Logits (N, num_classes) in fp32 on the CPU, in eval mode."""
     model.eval()
     out = []
-    for chunk in images.split(batch_size):
+    for chunk in torch.split(images, batch_size):
         with runtime.autocast():
             out.append(model(chunk.to(runtime.device)).float().cpu())
     return torch.cat(out)
