@@ -92,6 +92,11 @@ def test_metrics_written(repo: Path) -> None:
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
     assert read_json(repo / "reports/validate.json")["success"] is True
+    # every stage writes reports/<stage>.json
+    assert read_json(repo / "reports/ingest.json")["splits"] == {"train": 1437, "test": 360}
+    preprocess = read_json(repo / "reports/preprocess.json")
+    assert sum(preprocess["splits"].values()) == 1797 and preprocess["splits"]["test"] == 360
+    assert set(read_json(repo / "reports/train.json")) >= {"run_id", "model_uri"}
     lines = (repo / "reports/plots/training_curves.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,train_loss") and len(lines) == 3
     assert (repo / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"

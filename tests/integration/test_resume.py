@@ -168,6 +168,9 @@ def test_resumed_run_continues_the_same_mlflow_run(runs):
 def test_finished_run_leaves_a_complete_marker_and_no_temporary_files(runs):
     payload = load_resume(runs["killed"] / "models" / "resume.pt")
     assert payload["complete"] is True and "state" not in payload
+    # the run id's one home is now train.json: the marker does not keep a second copy
+    assert "mlflow_run_id" not in payload["extra"]
+    assert "run_id" not in repr(payload.get("summary", {}))
     assert sorted(p.name for p in (runs["killed"] / "models").iterdir()) == [
         "model.pt",
         "resume.pt",

@@ -247,3 +247,19 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(arch, tmp_path):
     x = raw_images(2, 1)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_registering_an_architecture_twice_or_with_a_foreign_schema_fails():
+    from dataclasses import dataclass
+
+    from mlpipe.models.registry import register
+
+    @dataclass
+    class OtherConfig:
+        arch: str = "other"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register("cnn", ARCHITECTURES["cnn"].config)(torch.nn.Identity)
+    with pytest.raises(ValueError, match="must default to 'mine'"):
+        register("mine", OtherConfig)(torch.nn.Identity)
+    assert "mine" not in ARCHITECTURES

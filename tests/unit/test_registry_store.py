@@ -39,3 +39,11 @@ def test_a_later_user_override_wins(monkeypatch):
     tracking.connect()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert tracking.tracking_uri() == "http://mlflow.example:5000"
+
+
+def test_one_client_per_store_per_process(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a.db'}")
+    first = tracking.client()
+    assert tracking.client() is first  # not a new MlflowClient for every call
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b.db'}")
+    assert tracking.client() is not first
