@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from mlpipe.config import check
 
-# Test metrics (keys of reports/metrics.json, higher is better) the promotion gates read.
+# Test metrics (keys of reports/evaluate.json, higher is better) the promotion gates read.
 GATE_METRICS = ["accuracy", "macro_f1", "worst_class_recall"]
 
 

@@ -22,7 +22,7 @@ def build_model_card(
     """Markdown for one version.
 
     model: name, version (run_id optional); data: source, class_names, md5, splits
-    ({name: count}); metrics: as evaluation.metrics.classification_metrics returns
+    ({name: count}); metrics: as evaluate.metrics.classification_metrics returns
     (accuracy, macro_f1, worst_class_recall, n, per_class); decision: Decision.to_dict();
     lineage: git_commit, data_md5, run_id; params: flat name -> value; exports:
     format -> ParityCheck.to_dict(); confusion_image: a link relative to the card.

@@ -107,7 +107,7 @@ EpochCallback = Callable[[EpochStats], None]
 
 
 class Checkpointer(Protocol):
-    """Where the resume state lives (see training/resume.py); `fit` calls it on every rank."""
+    """Where the resume state lives (see resume.py); `fit` calls it on every rank."""
 
     where: str  # names the file in messages
 

@@ -1,6 +1,6 @@
 """The validation suite as plain data: which expectations, on which columns, how severe.
 
-Pure: no Great Expectations import. `validation.py` turns each `ExpectationSpec`
+Pure: no Great Expectations import. `gx.py` turns each `ExpectationSpec`
 into a GX expectation by its class name (`kind`) and keyword arguments, on the
 table it names (`images`: one row per image; `classes`: one row per split and
 class, see `mlpipe.validate.table`), restricted to the rows where `where` holds.
