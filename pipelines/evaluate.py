@@ -12,13 +12,16 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
 from mlpipe.evaluate.config import EvaluateConfig
 from mlpipe.evaluate.metrics import classification_metrics, flat_metrics, predictions_csv
 from mlpipe.evaluate.plots import save_confusion_matrix
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
-from mlpipe.models.checkpoint import load_checkpoint, predict_classes
+from mlpipe.models import predict_logits
+from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.runner import run_stage
 from mlpipe.tracking import runs
 
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = load_checkpoint(args.model_dir / "model.pt")
         test = load_dataset(args.data).splits["test"]
         names = meta["class_names"]
-        y_pred = predict_classes(model, test.images, cfg.batch_size)
+        logits = predict_logits(model, torch.from_numpy(test.images), cfg.batch_size)
+        y_pred = logits.argmax(dim=1).numpy()
         metrics = classification_metrics(test.labels, y_pred, names)
         png = args.plots / "confusion_matrix.png"
         title = f"Test confusion matrix (accuracy {metrics['accuracy']:.4f})"

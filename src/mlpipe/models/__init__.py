@@ -7,6 +7,8 @@ its `arch` names.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ __all__ = [
     "Classifier",
     "build_model",
     "load_config",
+    "predict_logits",
     "register",
     "schema_for",
 ]
@@ -49,6 +52,25 @@ def build_model(
     """Build `cfg.arch` behind the normalisation layer."""
     backbone = ARCHITECTURES[cfg.arch].module(cfg, in_channels, num_classes)
     return Classifier(backbone, mean, std)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """Logits (N, num_classes) in fp32 on the CPU, in eval mode, `batch_size` at a time on
+    `device` (default: the CPU) under `autocast` (default: none, full fp32)."""
+    model.eval()
+    out = []
+    for chunk in torch.split(images, batch_size):
+        with autocast():
+            logits: torch.Tensor = model(chunk.to(device or torch.device("cpu")))
+        out.append(logits.float().cpu())
+    return torch.cat(out)
 
 
 def load_config(params: dict[str, Any], where: str = "params.yaml") -> Any:

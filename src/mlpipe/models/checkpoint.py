@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -68,14 +67,3 @@ def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     except RuntimeError as exc:
         raise DataError(f"{path}: weights do not fit the model: {first_line(exc)}") from None
     return model.eval(), meta
-
-
-@torch.no_grad()
-def predict_classes(model: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class indices (N,) for raw images (N, C, H, W), on the CPU in fp32, in eval mode."""
-    model.eval()
-    parts = [
-        model(torch.from_numpy(images[start : start + batch_size])).argmax(dim=1).numpy()
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

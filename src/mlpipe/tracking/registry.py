@@ -54,23 +54,23 @@ def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
 
 def get_model(name: str) -> ModelView:
     """One read of the registered model; unknown name: TrackingError naming it."""
+    found = find_model(name)
+    if found is None:
+        raise TrackingError(f"no registered model {name!r} in {store.tracking_uri()}")
+    return found
+
+
+def find_model(name: str) -> ModelView | None:
+    """The registered model, or None when there is none of that name yet (any other
+    problem with the store is a TrackingError: it must not pass for "no champion")."""
     try:
         found = store.client().get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            uri = store.tracking_uri()
-            raise TrackingError(f"no registered model {name!r} in {uri}") from None
+            return None
         raise TrackingError(f"registered model {name!r}: {exc.message}") from None
     aliases = {alias: str(v) for alias, v in found.aliases.items()}
     return ModelView(name, aliases, dict(found.tags))
-
-
-def find_model(name: str) -> ModelView | None:
-    """The registered model, or None when there is none of that name yet."""
-    try:
-        return get_model(name)
-    except TrackingError:
-        return None
 
 
 def model_aliases(name: str) -> dict[str, str]:
@@ -109,12 +109,6 @@ def get_version(name: str, version: str, model: ModelView | None = None) -> Vers
 
 def set_alias(name: str, alias: str, version: str) -> None:
     store.client().set_registered_model_alias(name, alias, version)
-
-
-def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
-    c = store.client()
-    for key, value in tags.items():
-        c.set_model_version_tag(name, version, key, value)
 
 
 def set_version_description(name: str, version: str, text: str) -> None:

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mlpipe.errors import MlpipeError
+from mlpipe.models import predict_logits
 from mlpipe.train import distributed
 from mlpipe.train.batches import images_per_epoch, plan_epoch, shard_batches
 from mlpipe.train.config import Monitor, TrainConfig
@@ -434,23 +435,10 @@ def _validate(model: nn.Module, data: TensorData, loop: _Loop) -> tuple[float, f
     return loss_sum.item() / n, correct.item() / n
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime
-) -> torch.Tensor:
-    """Logits (N, num_classes) in fp32 on the CPU, in eval mode."""
-    model.eval()
-    out = []
-    for chunk in torch.split(images, batch_size):
-        with runtime.autocast():
-            out.append(model(chunk.to(runtime.device)).float().cpu())
-    return torch.cat(out)
-
-
 def evaluate_loss_accuracy(
     model: nn.Module, data: TensorData, batch_size: int, runtime: Runtime
 ) -> tuple[float, float]:
-    logits = predict_logits(model, data.images, batch_size, runtime)
+    logits = predict_logits(model, data.images, batch_size, runtime.device, runtime.autocast)
     labels = data.labels.cpu()
     loss = F.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
