@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 from mlpipe.config import load_sections
@@ -14,9 +13,9 @@ from mlpipe.io import atomic_write_json, read_json
 from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.register import candidate, lineage
 from mlpipe.register.config import RegisterConfig
-from mlpipe.register.publish import MODEL_CARD, publish
+from mlpipe.register.stage import register_candidate
 from mlpipe.runner import run_stage
-from mlpipe.tracking import registry, runs
+from mlpipe.tracking import runs
 
 log = logging.getLogger("mlpipe.register")
 SECTIONS = {"register": RegisterConfig}
@@ -45,32 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         predicted = candidate.read_predicted(args.predictions)
         model, _ = load_checkpoint(args.model_dir / "model.pt")
         run = runs.get_run(train["run_id"])
-        with tempfile.TemporaryDirectory() as tmp:
-            export_dir = Path(tmp) / "export"
-            found = candidate.assess_candidate(
-                cfg, dataset, scores, predicted, model, train["model_uri"],
-                registry.find_model(cfg.model_name), export_dir,
-            )  # fmt: skip
-            md5 = lineage.data_md5(args.lock, "train", args.data)
-            origin = lineage.lineage(run.run_id, run.params, run.tags, md5)
-            report = found.report
-            report["lineage"] = {k: v for k, v in origin.items() if k != "params"}
-            report["model_card"] = f"runs:/{run.run_id}/{MODEL_CARD}"
-            tags = lineage.version_tags(
-                found.decision, report["candidate_metrics"], report["champion_metrics"],
-                origin, report["exports"],
-            )  # fmt: skip
-            card = candidate.card_builder(cfg, dataset, found, run)
-            version, aliases = publish(
-                cfg, train["model_uri"], run.run_id, found.decision, tags, export_dir, card
-            )
-        head = {"model_name": cfg.model_name, "version": version, "aliases": aliases}
-        atomic_write_json(args.out, head | {"run_id": run.run_id} | report)
+        md5 = lineage.data_md5(args.lock, "train", args.data)
+        report = register_candidate(
+            cfg, dataset, scores, predicted, model, train["model_uri"], run, md5
+        )
+        atomic_write_json(args.out, report)
         exported = "; ".join(
             f"{fmt} max diff {c['max_abs_diff']:.1e}" for fmt, c in report["exports"].items()
         )
-        log.info("%s v%s %s: %s [%s]", cfg.model_name, version, found.decision.outcome.value,
-                 found.decision.reason, exported)  # fmt: skip
+        log.info("%s v%s %s: %s [%s]", cfg.model_name, report["version"], report["outcome"],
+                 report["reason"], exported)  # fmt: skip
 
     return run_stage("register", body)
 

@@ -34,6 +34,7 @@ from mlpipe.io import atomic_write_text
 from mlpipe.register import aliases, promote
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
 from mlpipe.register.gates import Evaluation
+from mlpipe.runner import error_line
 from mlpipe.tracking import registry
 from mlpipe.tracking.registry import ModelView, VersionView
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, data = resolve(args)
         COMMANDS[args.command](args, cfg, data)
     except MlpipeError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(f"{PROG} {args.command}", exc), file=sys.stderr)
         return 1
     return 0
 
@@ -187,18 +188,21 @@ def gate(
 
 def cmd_promote(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
     alias = _alias(cfg, args.alias)
-    model = registry.get_model(cfg.model_name)
-    version = registry.get_version(cfg.model_name, args.version, model)
-    if alias in version.aliases:
-        print(f"{cfg.model_name} v{version.version} already holds @{alias}: nothing changed")
-        return
-    if args.force:
-        reason = f"forced: {args.reason or 'no reason given'}"
-    else:
-        reason = gate(cfg, alias, version, model, data)
-        reason += f"; {args.reason}" if args.reason else ""
-    move = aliases.plan_move(model, alias, version.version, "promote", reason, args.force)
-    aliases.apply_move(model, move)
+    with registry.locked(cfg.model_name):  # the gates compare with the champion of now
+        model = registry.get_model(cfg.model_name)
+        version = registry.get_version(cfg.model_name, args.version, model)
+        if alias in version.aliases:
+            print(f"{cfg.model_name} v{version.version} already holds @{alias}: nothing changed")
+            return
+        if args.force:
+            reason = f"forced: {args.reason or 'no reason given'}"
+        else:
+            reason = gate(cfg, alias, version, model, data)
+            reason += f"; {args.reason}" if args.reason else ""
+        move = aliases.plan_move(model, alias, version.version, "promote", reason, args.force)
+        aliases.apply_move(model, move)
+        if alias == cfg.champion_alias and cfg.challenger_alias in version.aliases:
+            registry.delete_alias(cfg.model_name, cfg.challenger_alias)  # promoted now
     was = f"v{move.previous}" if move.previous else "unset"
     print(f"{cfg.model_name} @{alias}: {was} -> v{move.version} ({reason})")
 
@@ -206,9 +210,10 @@ def cmd_promote(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> No
 def cmd_rollback(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
     alias = _alias(cfg, args.alias)
     reason = f"rollback: {args.reason}" if args.reason else "rollback"
-    model = registry.get_model(cfg.model_name)
-    move = aliases.plan_move(model, alias, None, "rollback", reason)
-    aliases.apply_move(model, move)
+    with registry.locked(cfg.model_name):
+        model = registry.get_model(cfg.model_name)
+        move = aliases.plan_move(model, alias, None, "rollback", reason)
+        aliases.apply_move(model, move)
     print(f"{cfg.model_name} @{alias}: v{move.previous} -> v{move.version} ({reason})")
 
 

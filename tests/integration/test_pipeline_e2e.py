@@ -107,7 +107,7 @@ def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
     assert reg["version"] == "1" and reg["promote"] is True
     client = mlflow_client(repo)
     model = client.get_registered_model("digits-classifier")
-    assert model.aliases == {"challenger": 1, "champion": 1}
+    assert model.aliases == {"champion": 1}  # promoted: not also the challenger
     run_id = read_json(repo / "reports/train.json")["run_id"]
     assert client.get_model_version("digits-classifier", "1").run_id == run_id
     mlrun = client.get_run(run_id)

@@ -10,46 +10,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 import yaml
-from torch import nn
+from tests.integration.bands import BROKEN, CLASSES, PERFECT, WORSE, Bands, bands_split
 
 from mlpipe.cli import main
-from mlpipe.dataset import ImageDataset, ImageSplit, save_dataset
+from mlpipe.dataset import ImageDataset, save_dataset
 from mlpipe.register.aliases import alias_history
 from mlpipe.tracking import logged_model, registry
 from mlpipe.tracking import store as tracking_store
 
 pytestmark = [pytest.mark.integration]
-
-CLASSES = ["dark", "mid", "bright"]
-PERFECT = [42.0, 127.0, 212.0]
-WORSE = [42.0, 140.0, 212.0]  # ~10 of 180 wrong near the class borders: still above minimums
-BROKEN = [42.0, 127.0, 127.0]  # never says "bright": worst-class recall 0, rejected
-
-
-class Bands(nn.Module):
-    """Raw pixels (B, 1, H, W) -> logits (B, K): minus the distance to each class centre."""
-
-    centres: torch.Tensor
-
-    def __init__(self, centres: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("centres", torch.tensor(centres))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        brightness = x.float().mean(dim=(1, 2, 3))  # (B,)
-        return -(brightness[:, None] - self.centres).abs()  # (B, K)
-
-
-def bands_split(per_class: int = 60) -> ImageSplit:
-    levels = np.round(np.linspace(0, 84, per_class))
-    values = np.concatenate([k * 85 + levels for k in range(len(CLASSES))])
-    images = np.broadcast_to(values[:, None, None, None], (len(values), 1, 8, 8))
-    labels = np.repeat(np.arange(len(CLASSES)), per_class)
-    return ImageSplit(images=images.astype(np.uint8).copy(), labels=labels.astype(np.int64))
 
 
 @pytest.fixture(scope="module")

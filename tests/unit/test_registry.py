@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from mlpipe.errors import TrackingError
-from mlpipe.register.aliases import after_promotion, append_event, rollback_target
+from mlpipe.register.aliases import (
+    after_promotion,
+    append_event,
+    rollback_target,
+    takes_challenger,
+)
 from mlpipe.register.config import RegisterConfig
 from mlpipe.register.gates import (
     Evaluation,
@@ -18,6 +23,7 @@ from mlpipe.register.gates import (
     evaluate_labels,
 )
 from mlpipe.register.lineage import dvc_dep_hash, lineage, version_tags
+from mlpipe.tracking.registry import VersionView
 
 N = 1000
 
@@ -215,3 +221,27 @@ def test_history_drops_the_oldest_moves_to_fit_a_tag():
         events = append_event(events, {"version": str(i), "reason": "x" * 40})
     assert len(json.dumps(events)) <= 4500
     assert events[-1]["version"] == "199" and events[0]["version"] != "0"
+
+
+def holder(version: str, accuracy: str, md5: str = "d1") -> VersionView:
+    tags = {"test_accuracy": accuracy, "lineage.data_md5": md5}
+    return VersionView("m", version, "run", "src", 0, tags=tags)
+
+
+@pytest.mark.parametrize(
+    ("version", "accuracy", "md5", "held", "champion", "takes"),
+    [
+        ("5", "0.91", "d1", None, "1", True),  # no challenger yet
+        ("5", "0.91", "d1", holder("3", "0.90"), "1", True),  # better
+        ("5", "0.89", "d1", holder("3", "0.90"), "1", False),  # worse: the holder stays
+        ("5", "0.90", "d1", holder("3", "0.90"), "1", False),  # tie: the holder stays
+        ("5", "0.80", "d2", holder("3", "0.90"), "1", True),  # holder scored on other data
+        ("5", "0.80", "d1", holder("1", "0.95"), "1", True),  # holder is the champion
+        ("1", "0.99", "d1", holder("3", "0.90"), "1", False),  # the champion itself
+    ],
+)
+def test_challenger_is_the_best_candidate_that_is_not_champion(
+    version, accuracy, md5, held, champion, takes
+):
+    tags = {"test_accuracy": accuracy, "lineage.data_md5": md5}
+    assert takes_challenger(version, tags, held, champion, "accuracy") is takes

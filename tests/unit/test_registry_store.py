@@ -14,6 +14,7 @@ def clean_env(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # so monkeypatch restores it afterwards
     monkeypatch.setattr(tracking, "_exported_uri", None)
     monkeypatch.setattr(tracking, "_user_override", None)
+    monkeypatch.setattr(tracking, "ensure_store", lambda uri: None)  # paths only: no files
     yield
     mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # forget what connect() set
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlpipe.errors import TrackingError
 from mlpipe.tracking import registry
-from mlpipe.tracking.registry import ModelView
+from mlpipe.tracking.registry import ModelView, VersionView
 
 MAX_STACK = 100
 MAX_HISTORY_CHARS = 4500  # registered-model tag values are VARCHAR(5000) in SQL stores
@@ -68,6 +68,30 @@ def append_event(events: list[Any], event: dict[str, Any]) -> list[Any]:
     while len(out) > 1 and len(json.dumps(out)) > MAX_HISTORY_CHARS:
         out.pop(0)
     return out
+
+
+def takes_challenger(
+    version: str,
+    tags: dict[str, str],
+    holder: VersionView | None,
+    champion: str | None,
+    metric: str,
+) -> bool:
+    """Whether `version` (its registry `tags`) should hold `challenger`, which names the
+    best candidate that is not the champion: better on `metric` than the holder, or the
+    holder is missing, is the champion, or was scored on other data (no fair comparison).
+    Ties keep the holder."""
+    if version == champion:
+        return False
+    if holder is None or holder.version == champion or holder.version == version:
+        return True
+    data = "lineage.data_md5"
+    if holder.tags.get(data) != tags.get(data):
+        return True
+    try:
+        return float(tags[f"test_{metric}"]) > float(holder.tags[f"test_{metric}"])
+    except (KeyError, ValueError):
+        return True
 
 
 # -- reading and writing them ----------------------------------------------------------

@@ -1,5 +1,8 @@
 """The register stage's candidate: its test scores (from evaluate), its checks (every
-exported form against PyTorch) and the decision, as plain values for the report."""
+exported form against PyTorch) and the decision, as plain values for the report.
+
+Checking needs no lock; deciding reads the champion, so it happens under
+`registry.locked` together with the alias moves it leads to."""
 
 from __future__ import annotations
 
@@ -41,20 +44,29 @@ def read_predicted(path: Path) -> list[str]:
         raise DataError(f"{path}: unreadable predictions: {exc}") from None
 
 
-def assess_candidate(
+@dataclass
+class Checked:
+    """The candidate before any comparison: its test scores and what its checks found."""
+
+    candidate: Evaluation
+    scores: dict[str, Any]  # evaluate's metrics
+    exports: dict[str, Any]  # format -> ExportCheck.to_dict()
+    failed: list[str]  # why a check failed, one line each
+
+
+def check_candidate(
     cfg: RegisterConfig,
     dataset: ImageDataset,
     scores: dict[str, Any],
     predicted: list[str],
     model: nn.Module,
     model_uri: str,
-    registered: ModelView | None,
     export_dir: Path,
-) -> Assessment:
-    """Check the exports and the logged model, then decide against the champion.
+) -> Checked:
+    """Check every exported form and the logged model against PyTorch and evaluate.
 
     `scores` and `predicted` are evaluate's metrics and per-image predictions: the
-    candidate is not scored again.
+    candidate is not scored again. Needs no lock: nothing here reads the aliases.
     """
     test, names = dataset.splits["test"], dataset.class_names
     candidate = Evaluation(scores, promote.correctness(predicted, test, names))
@@ -63,17 +75,25 @@ def assess_candidate(
     logged = logged_model.predict_labels(model_uri, images, names)
     checks = [agreement_problem(logged, predicted[: len(images)])]
     checks += [c.summary() for c in parity.values() if not c.passed]
-    failed = [c for c in checks if c]
-    decision = promote.assess(cfg, candidate, registered, test, names, failed)
+    exports = {fmt: c.to_dict() for fmt, c in parity.items()}
+    return Checked(candidate, scores, exports, [c for c in checks if c])
+
+
+def assess_candidate(
+    cfg: RegisterConfig, dataset: ImageDataset, checked: Checked, registered: ModelView | None
+) -> Assessment:
+    """Decide against the champion that `registered` names (read under registry.locked)."""
+    test, names = dataset.splits["test"], dataset.class_names
+    decision = promote.assess(cfg, checked.candidate, registered, test, names, checked.failed)
     champion = decision.champion_scores
     report = {
         **decision.to_dict(),
-        "candidate_metrics": summary_metrics(scores),
+        "candidate_metrics": summary_metrics(checked.scores),
         "champion_metrics": None if champion is None else summary_metrics(champion),
-        "evaluate_accuracy": scores.get("accuracy"),
-        "exports": {fmt: c.to_dict() for fmt, c in parity.items()},
+        "evaluate_accuracy": checked.scores.get("accuracy"),
+        "exports": checked.exports,
     }
-    return Assessment(decision, candidate, report)
+    return Assessment(decision, checked.candidate, report)
 
 
 def card_builder(

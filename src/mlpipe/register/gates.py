@@ -3,11 +3,12 @@
 A candidate is
 - `rejected` when it misses a minimum test metric or a check (export parity, agreement of
   the logged model with the evaluation). It is still registered, for the record, but gets
-  no alias: `challenger` always names the latest candidate that passed the minimums.
+  no alias.
 - `promoted` when it passes the minimums and, against the champion on the same test
   images, gains at least `min_improvement` in `metric` with an exact McNemar p < alpha
   (or when there is no champion), and `auto_promote` is on.
-- `challenger` otherwise: registered with the `challenger` alias, champion unchanged.
+- `challenger` otherwise: champion unchanged; the version takes the `challenger` alias if it
+  is the best such candidate (`aliases.takes_challenger`).
 """
 
 from __future__ import annotations

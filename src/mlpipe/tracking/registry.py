@@ -3,18 +3,35 @@
 Registry stages are deprecated in MLflow 3: aliases (`champion`, `challenger`) mark
 versions instead. `search_model_versions` leaves aliases empty (mlflow#16734), so they
 are read from the registered model.
+
+`locked(name)` serialises everything that reads the aliases and then moves them (the
+register stage, `mlpipe registry promote|rollback`) across processes and machines: a file
+lock beside a SQLite store, a lease elsewhere (a tracking server, a database URI).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
+from filelock import Timeout
 from mlflow.exceptions import MlflowException
 
 from mlpipe.errors import TrackingError
 from mlpipe.tracking import store
+
+log = logging.getLogger(__name__)
+LOCK_WAIT_S = 600.0  # how long to wait for another writer's alias moves
+LEASE_TTL_S = 120.0  # a lease older than this is a dead holder's: broken by the next writer
+LEASE_SUFFIX = ".mlpipe-lock"
 
 
 @dataclass
@@ -56,7 +73,7 @@ def get_model(name: str) -> ModelView:
     """One read of the registered model; unknown name: TrackingError naming it."""
     found = find_model(name)
     if found is None:
-        raise TrackingError(f"no registered model {name!r} in {store.tracking_uri()}")
+        raise TrackingError(f"no registered model {name!r} in {store.display_uri()}")
     return found
 
 
@@ -107,8 +124,103 @@ def get_version(name: str, version: str, model: ModelView | None = None) -> Vers
     return _view(mv, aliases)
 
 
+def versions_of_run(name: str, run_id: str) -> list[VersionView]:
+    """Versions of `name` registered from run `run_id`, oldest first."""
+    query = f"name = '{_quote(name)}' and run_id = '{_quote(run_id)}'"
+    try:
+        found = store.client().search_model_versions(query)
+    except MlflowException as exc:
+        raise TrackingError(f"searching versions of {name!r}: {exc.message}") from None
+    return sorted((_view(mv, {}) for mv in found), key=lambda v: int(v.version))
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
-    store.client().set_registered_model_alias(name, alias, version)
+    try:
+        store.client().set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise TrackingError(f"setting @{alias} of {name!r}: {exc.message}") from None
+
+
+def delete_alias(name: str, alias: str) -> None:
+    try:
+        store.client().delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        raise TrackingError(f"removing @{alias} of {name!r}: {exc.message}") from None
+
+
+@contextlib.contextmanager
+def locked(name: str, lease: bool | None = None, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the right to read and move the aliases of `name` (and register versions).
+
+    SQLite store: a file lock beside the database, freed by the kernel if the holder dies.
+    Any other store: a lease, i.e. a registered model `<name>.mlpipe-lock` (creating a
+    registered model is atomic in MLflow's SQL stores: one creator wins); a holder that
+    died leaves it, and it is broken once older than LEASE_TTL_S. `lease=True` forces the
+    lease on a SQLite store too (tests).
+    """
+    db = store.sqlite_path(store.tracking_uri())
+    if db is not None and not lease:
+        try:
+            with store.lock_for(db, "registry").acquire(timeout=wait_s):
+                yield
+        except Timeout:
+            raise TrackingError(
+                f"registry of {store.display_uri()} still locked after {wait_s:.0f} s "
+                f"({db}.registry.lock): another register or promote is stuck"
+            ) from None
+        return
+    lease_name = _acquire_lease(name, wait_s)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            store.client().delete_registered_model(lease_name)
+
+
+def _acquire_lease(name: str, wait_s: float) -> str:
+    lease_name, c = name + LEASE_SUFFIX, store.client()
+    holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
+    deadline, delay = time.monotonic() + wait_s, 0.05
+    while True:
+        try:
+            c.create_registered_model(
+                lease_name, tags={"mlpipe.lease": holder}, description=f"lock of {name}"
+            )
+            return lease_name
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise TrackingError(f"locking the registry of {name!r}: {exc.message}") from None
+        _break_if_stale(lease_name)
+        if time.monotonic() > deadline:
+            raise TrackingError(
+                f"registry of {name!r} still locked after {wait_s:.0f} s: registered model "
+                f"{lease_name!r} is held by another writer (delete it if that writer is gone)"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _break_if_stale(lease_name: str) -> None:
+    """Delete a lease whose holder has kept it past LEASE_TTL_S (a dead holder's)."""
+    c = store.client()
+    try:
+        held = c.get_registered_model(lease_name)
+    except MlflowException:
+        return  # released meanwhile
+    age_s = time.time() - int(held.creation_timestamp or 0) / 1000
+    if age_s > LEASE_TTL_S:
+        log.warning("breaking the registry lease %s: held for %.0f s", lease_name, age_s)
+        with contextlib.suppress(MlflowException):
+            c.delete_registered_model(lease_name)
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    c = store.client()
+    try:
+        for key, value in tags.items():
+            c.set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise TrackingError(f"tagging {name!r} v{version}: {exc.message}") from None
 
 
 def set_version_description(name: str, version: str, text: str) -> None:

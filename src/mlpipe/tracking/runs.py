@@ -1,9 +1,15 @@
-"""The pipeline execution's MLflow run: train opens it, evaluate and register reopen it."""
+"""The pipeline execution's MLflow run: train opens it, evaluate and register reopen it.
+
+Whoever holds a run open tags it with its host and pid, so a run left RUNNING by a
+killed stage is recognised (its process is gone) and marked KILLED by the next train.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +20,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from mlpipe.config import flatten
-from mlpipe.errors import TrackingError
+from mlpipe.errors import TrackingError, redact
 from mlpipe.tracking import store
+
+log = logging.getLogger(__name__)
+HOST_TAG, PID_TAG = "mlpipe.host", "mlpipe.pid"
 
 
 def run_tags(stage: str) -> dict[str, str]:
@@ -44,11 +53,49 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def owner_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def close_orphans(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone; return their ids.
+
+    Runs of other hosts are left alone: their processes cannot be checked from here.
+    """
+    c = store.client()
+    found = c.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=200)
+    here, closed = socket.gethostname(), []
+    for run in found:
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != here or not pid.isdigit() or is_alive(int(pid)):
+            continue
+        c.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("run %s was left RUNNING by process %s, which is gone: marked KILLED",
+                    run.info.run_id, pid)  # fmt: skip
+        closed.append(str(run.info.run_id))
+    return closed
+
+
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
     """Open the pipeline execution's run; yields its id."""
-    store.setup(experiment)
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    exp_id = store.setup(experiment)
+    try:
+        close_orphans(exp_id)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {store.display_uri()}: {exc.message}") from None
+    with mlflow.start_run(run_name=run_name, tags=tags | owner_tags()) as run:
         yield str(run.info.run_id)
 
 
@@ -58,9 +105,10 @@ def resume_run(run_id: str) -> Iterator[str]:
     uri = store.connect()
     try:
         with mlflow.start_run(run_id=run_id) as run:
+            mlflow.set_tags(owner_tags())  # this process holds it now
             yield str(run.info.run_id)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow run {run_id} in {uri}: {exc.message}") from None
+        raise TrackingError(f"MLflow run {run_id} in {redact(uri)}: {exc.message}") from None
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -101,5 +149,5 @@ def get_run(run_id: str) -> RunView:
         run = store.client().get_run(run_id)
     except MlflowException as exc:
         uri = store.tracking_uri()
-        raise TrackingError(f"MLflow run {run_id} in {uri}: {exc.message}") from None
+        raise TrackingError(f"MLflow run {run_id} in {redact(uri)}: {exc.message}") from None
     return RunView(run_id, dict(run.data.params), dict(run.data.tags), dict(run.data.metrics))

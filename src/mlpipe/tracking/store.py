@@ -4,6 +4,10 @@ Default store: SQLite `mlflow.db` with artifacts in `mlartifacts/`, both at the
 repository root. The root is found also when DVC runs an experiment in a temporary
 copy (`.dvc/tmp/exps/...`), so no run is lost with the copy. `MLFLOW_TRACKING_URI`
 overrides the store.
+
+A fresh SQLite store is created and migrated once, under a file lock beside it: MLflow's
+own first use is not safe when several processes (a `dvc queue start -j 2`) open it at
+once. Credentials in a store URI are never printed: `redact` hides them.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import mlflow
+from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlpipe.errors import TrackingError
+from mlpipe.errors import TrackingError, redact
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
+LOCK_TIMEOUT_S = 300.0  # waiting for another process to create or migrate the store
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -54,11 +61,51 @@ def uses_default_store() -> bool:
     return _user_uri() is None
 
 
+def display_uri() -> str:
+    """The store's URI as it may be printed or logged."""
+    return redact(tracking_uri())
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI (None for any other store)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "sqlite" or not parts.path or parts.path == "/:memory:":
+        return None
+    return Path(unquote(parts.path[1:]))  # sqlite:///rel.db, sqlite:////abs.db
+
+
+def lock_for(db: Path, purpose: str) -> FileLock:
+    """A file lock beside the SQLite file `db` (fcntl: freed when its holder dies)."""
+    return FileLock(f"{db}.{purpose}.lock", timeout=LOCK_TIMEOUT_S)
+
+
+@functools.cache
+def ensure_store(uri: str) -> None:
+    """Create and migrate a SQLite store once, under a file lock (other stores: no-op)."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock_for(db, "init"):
+            probe = MlflowClient(tracking_uri=uri)  # builds both stores: tables, migrations
+            probe.search_experiments(max_results=1)
+            probe.search_registered_models(max_results=1)
+    except Timeout:
+        raise TrackingError(
+            f"MLflow store {redact(uri)}: still locked by another process after "
+            f"{LOCK_TIMEOUT_S:.0f} s ({db}.init.lock)"
+        ) from None
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {redact(uri)}: {redact(exc.message)}") from None
+
+
 def connect() -> str:
     """Point the fluent API (mlflow.start_run, ...) at the store; return its URI."""
     global _exported_uri, _user_override
     _user_override = _user_uri()
     uri = tracking_uri()
+    ensure_store(uri)
     mlflow.set_tracking_uri(uri)
     _exported_uri = uri
     return uri
@@ -71,6 +118,7 @@ def client() -> MlflowClient:
 
 @functools.cache
 def _client_for(uri: str) -> MlflowClient:
+    ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -87,6 +135,6 @@ def setup(experiment: str) -> str:
                 location = (project_root() / ARTIFACTS_DIR).as_uri()
             exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow store {tracking_uri()}: {exc.message}") from None
+        raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
