@@ -1,7 +1,7 @@
 """Which MLflow store, and the one client this process talks to it through.
 
 Default store: SQLite `mlflow.db` with artifacts in `mlartifacts/`, both at the
-repository root. The root is found also when DVC runs an experiment in a temporary
+repository root; a user's SQLite store keeps its artifacts in `mlartifacts/` beside it. The root is found also when DVC runs an experiment in a temporary
 copy (`.dvc/tmp/exps/...`), so no run is lost with the copy. `MLFLOW_TRACKING_URI`
 overrides the store.
 
@@ -122,6 +122,19 @@ def _client_for(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite file, in the repository for
+    another database URI (MLflow's default, ./mlruns in the current directory, would be
+    inside a DVC experiment's temporary copy and deleted with it), and wherever the
+    server says for a tracking server."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+    if urlsplit(uri).scheme in ("http", "https", "databricks"):
+        return None
+    return (project_root() / ARTIFACTS_DIR).as_uri()
+
+
 def setup(experiment: str) -> str:
     """Point mlflow at the store and select (or create) `experiment`; return its id."""
     connect()
@@ -130,9 +143,7 @@ def setup(experiment: str) -> str:
         if found is not None:
             exp_id = str(found.experiment_id)
         else:
-            location = None
-            if uses_default_store():
-                location = (project_root() / ARTIFACTS_DIR).as_uri()
+            location = artifact_location(tracking_uri())
             exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None

@@ -1,4 +1,4 @@
-"""One-line errors never show credentials."""
+"""Store URIs: passwords never shown, SQLite files locked, artifacts anchored."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from mlpipe.errors import redact
 from mlpipe.runner import RedactingFormatter, error_line
-from mlpipe.tracking.store import sqlite_path
+from mlpipe.tracking.store import artifact_location, sqlite_path
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,12 @@ def test_error_line_and_log_lines_are_redacted():
 def test_only_sqlite_files_get_a_file_lock(uri, path):
     found = sqlite_path(uri)
     assert (None if found is None else str(found)) == path
+
+
+def test_artifacts_are_anchored_outside_dvc_temporary_copies(monkeypatch, tmp_path):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo/.dvc/tmp/exps/tmpabc"))
+    db = tmp_path / "elsewhere/mlflow.db"
+    assert artifact_location(f"sqlite:///{db}") == (db.parent / "mlartifacts").as_uri()
+    repo = (tmp_path / "repo/mlartifacts").as_uri()
+    assert artifact_location("postgresql://u:p@h/db") == repo
+    assert artifact_location("http://mlflow:5000") is None  # the server decides
