@@ -1,9 +1,9 @@
 """Which MLflow store, and the one client this process talks to it through.
 
 Default store: SQLite `mlflow.db` with artifacts in `mlartifacts/`, both at the
-repository root; a user's SQLite store keeps its artifacts in `mlartifacts/` beside it. The root is found also when DVC runs an experiment in a temporary
+repository root. The root is found also when DVC runs an experiment in a temporary
 copy (`.dvc/tmp/exps/...`), so no run is lost with the copy. `MLFLOW_TRACKING_URI`
-overrides the store.
+overrides the store; a user's SQLite store keeps its artifacts in `mlartifacts/` beside it.
 
 A fresh SQLite store is created and migrated once, under a file lock beside it: MLflow's
 own first use is not safe when several processes (a `dvc queue start -j 2`) open it at
