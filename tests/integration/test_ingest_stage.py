@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +154,34 @@ def test_bad_params_fail_before_touching_out(
     assert run(write_params(tmp_path, {**digits_data(), "channels": 2}), out) == 1
     assert "data.channels: must be 1 or 3, got 2" in error_line(capsys)
     assert hashes(out) == before
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+import numpy as np
+from pipelines.ingest import main
+np.savez = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # dies inside the write
+main(sys.argv[1:])
+"""
+
+
+def test_the_next_run_removes_what_a_killed_run_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "data" / "raw"
+    params = write_params(tmp_path, digits_data())
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    argv = [sys.executable, "-c", KILLED_MID_WRITE, "--params", str(params), "--out", str(out)]
+    killed = subprocess.run(argv, env=env, capture_output=True, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (left,) = out.parent.iterdir()
+    assert left.name.startswith(".raw.") and left.name.endswith(".tmp")
+    with caplog.at_level(logging.WARNING, logger="mlpipe.io"):
+        assert run(params, out) == 0
+    assert [p.name for p in out.parent.iterdir()] == ["raw"]
+    assert load_dataset(out).meta()["splits"] == {"train": 1437, "test": 360}
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mlpipe.io"]
+    assert line.startswith(f"removed {left}: left over by a killed write of {out}")
 
 
 @pytest.mark.slow
