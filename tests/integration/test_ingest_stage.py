@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from pipelines.ingest import main
 
 from mlpipe.dataset import load_dataset
@@ -154,6 +156,31 @@ def test_bad_params_fail_before_touching_out(
     assert run(write_params(tmp_path, {**digits_data(), "channels": 2}), out) == 1
     assert "data.channels: must be 1 or 3, got 2" in error_line(capsys)
     assert hashes(out) == before
+
+
+def test_image_folder_reports_what_it_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "imgs"
+    for c, name in enumerate(["cat", "dog", ".hidden"]):
+        for i in range(3):
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 40 * c + i, np.uint8)).save(folder / f"{i}.png")
+    (root / "dog" / "loop.png").symlink_to("loop.png")
+    data = yaml.safe_load((ROOT / "conf/data/imagefolder.yaml").read_text())
+    params = write_params(tmp_path, {**data, "path": str(root), "image_size": 8})
+    out, report = tmp_path / "raw", tmp_path / "ingest.json"
+    with caplog.at_level(logging.WARNING):
+        assert main(["--params", str(params), "--out", str(out), "--report", str(report)]) == 0
+    counts = json.loads(report.read_text())["ignored"]
+    assert counts == {"hidden": 1, "link_loop": 1, "broken_link": 0, "not_a_file": 0}
+    assert load_dataset(out).extra["ignored"] == [
+        {"entry": ".hidden", "reason": "hidden"},
+        {"entry": "dog/loop.png", "reason": "link_loop"},
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.name == "mlpipe.ingest.walk"]
+    assert len(warned) == 2 and warned[0].startswith("ignored 1 hidden (name starts with '.')")
 
 
 KILLED_MID_WRITE = """
