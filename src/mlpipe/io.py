@@ -87,7 +87,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         if pid is not None and not _writer_is_gone(int(pid), candidate):
             continue
         if _remove(candidate):
-            writer = f"pid {pid}" if pid is not None else "an earlier version"
+            writer = f"pid {pid}" if pid is not None else "no PID in its name: an older mlpipe"
             log.warning(
                 "removed %s: left over by a killed write of %s (%s)", candidate, path, writer
             )
