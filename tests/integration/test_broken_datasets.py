@@ -15,6 +15,8 @@ import json
 import logging
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +269,40 @@ def idx_label_out_of_range(tmp: Path) -> tuple[dict[str, Any], str]:
     return idx_data(folder), f"{labels}: labels span 0..37 but data.class_names has 10 names"
 
 
+def link_out_of_the_folder(tmp: Path) -> tuple[dict[str, Any], str]:
+    root = image_folder(tmp / "imgs")
+    target = write_image(tmp / "elsewhere" / "x.png", noise(77))
+    link = root / "train" / "cat" / "9.png"
+    link.symlink_to(target)
+    return folder_data(root), (
+        f"{link}: symbolic link to {target}, outside data.path={root}; copy what it points "
+        "to into the folder, or set data.follow_external_links=true"
+    )
+
+
+def pixel_bomb(tmp: Path) -> tuple[dict[str, Any], str]:
+    """A 16-bit PNG whose header claims 13,000 x 13,000 pixels (2.2 GB to decode)."""
+    root = image_folder(tmp / "imgs")
+    bomb = write_image(root / "test" / "dog" / "bomb.png", noise(5).astype(np.uint16) << 8)
+    data = bytearray(bomb.read_bytes())
+    data[16:24] = struct.pack(">II", 13_000, 13_000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    bomb.write_bytes(bytes(data))
+    return folder_data(root), (
+        f"{bomb}: 13000x13000 = 169,000,000 pixels, more than data.max_image_pixels=50,000,000"
+    )
+
+
+def class_name_too_long(tmp: Path) -> tuple[dict[str, Any], str]:
+    root = image_folder(tmp / "imgs", nested=False)
+    long = root / ("x" * 255)
+    shutil.copytree(root / "cat", long)
+    return folder_data(root), (
+        f"{long}: class folder name is 255 characters long, at most 235 fit (evaluate logs "
+        "the MLflow metric test_precision_<class>, and MLflow keys hold at most 250 characters)"
+    )
+
+
 INGEST_FAILURES: list[Callable[[Path], tuple[dict[str, Any], str]]] = [
     corrupt_png,
     non_image_file,
@@ -279,6 +315,9 @@ INGEST_FAILURES: list[Callable[[Path], tuple[dict[str, Any], str]]] = [
     truncated_idx,
     idx_count_mismatch,
     idx_label_out_of_range,
+    link_out_of_the_folder,
+    pixel_bomb,
+    class_name_too_long,
 ]
 
 

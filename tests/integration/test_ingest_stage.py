@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from pipelines.ingest import main
 
 from mlpipe.dataset import load_dataset
@@ -149,6 +156,59 @@ def test_bad_params_fail_before_touching_out(
     assert run(write_params(tmp_path, {**digits_data(), "channels": 2}), out) == 1
     assert "data.channels: must be 1 or 3, got 2" in error_line(capsys)
     assert hashes(out) == before
+
+
+def test_image_folder_reports_what_it_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "imgs"
+    for c, name in enumerate(["cat", "dog", ".hidden"]):
+        for i in range(3):
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 40 * c + i, np.uint8)).save(folder / f"{i}.png")
+    (root / "dog" / "loop.png").symlink_to("loop.png")
+    data = yaml.safe_load((ROOT / "conf/data/imagefolder.yaml").read_text())
+    params = write_params(tmp_path, {**data, "path": str(root), "image_size": 8})
+    out, report = tmp_path / "raw", tmp_path / "ingest.json"
+    with caplog.at_level(logging.WARNING):
+        assert main(["--params", str(params), "--out", str(out), "--report", str(report)]) == 0
+    counts = json.loads(report.read_text())["ignored"]
+    assert counts == {"hidden": 1, "link_loop": 1, "broken_link": 0, "not_a_file": 0}
+    assert load_dataset(out).extra["ignored"] == [
+        {"entry": ".hidden", "reason": "hidden"},
+        {"entry": "dog/loop.png", "reason": "link_loop"},
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.name == "mlpipe.ingest.walk"]
+    assert len(warned) == 2 and warned[0].startswith("ignored 1 hidden (name starts with '.')")
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+import numpy as np
+from pipelines.ingest import main
+np.savez = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # dies inside the write
+main(sys.argv[1:])
+"""
+
+
+def test_the_next_run_removes_what_a_killed_run_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "data" / "raw"
+    params = write_params(tmp_path, digits_data())
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    argv = [sys.executable, "-c", KILLED_MID_WRITE, "--params", str(params), "--out", str(out)]
+    killed = subprocess.run(argv, env=env, capture_output=True, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (left,) = out.parent.iterdir()
+    assert left.name.startswith(".raw.") and left.name.endswith(".tmp")
+    with caplog.at_level(logging.WARNING, logger="mlpipe.io"):
+        assert run(params, out) == 0
+    assert [p.name for p in out.parent.iterdir()] == ["raw"]
+    assert load_dataset(out).meta()["splits"] == {"train": 1437, "test": 360}
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mlpipe.io"]
+    assert line.startswith(f"removed {left}: left over by a killed write of {out}")
 
 
 @pytest.mark.slow

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,8 @@ from PIL import Image
 from mlpipe.config import to_dataclass
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.ingest.config import DataConfig
-from mlpipe.ingest.imagefolder import load_imagefolder
-from mlpipe.ingest.sources import load_source
+from mlpipe.ingest.imagefolder import load_imagefolder, open_image
+from mlpipe.ingest.sources import load_source, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -259,5 +262,167 @@ def test_conf_option_loads_and_its_path_is_required(tmp_path: Path) -> None:
     loaded = to_dataclass(DataConfig, values, "params.yaml: data")
     assert (loaded.source, loaded.path, loaded.class_names) == ("imagefolder", None, [])
     assert (loaded.resize, loaded.skip_unreadable) == (True, False)
+    assert (loaded.max_image_pixels, loaded.follow_external_links) == (50_000_000, False)
     with pytest.raises(ConfigError, match=r"^data\.path: required for data=imagefolder"):
         load_source(loaded)
+
+
+# links, hidden entries, pixel limits, class names ------------------------------
+
+
+def test_links_out_of_the_folder_are_refused_unless_allowed(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    outside = tmp_path / "elsewhere"
+    write(outside / "dog" / "0.png", pixels(7))
+    write(outside / "dog" / "1.png", pixels(8))
+    link = root / "train" / "dog"
+    link.symlink_to(outside / "dog", target_is_directory=True)
+    assert message(root) == (
+        f"{link}: symbolic link to {outside / 'dog'}, outside data.path={root}; copy what it "
+        "points to into the folder, or set data.follow_external_links=true"
+    )
+    link.unlink()
+    file_link = root / "train" / "cat" / "2.png"
+    file_link.symlink_to(outside / "dog" / "0.png")
+    assert message(root).startswith(f"{file_link}: symbolic link to {outside / 'dog' / '0.png'}")
+    ds = load_imagefolder(cfg(root, follow_external_links=True))
+    assert ds.splits["train"].ids.tolist()[-1] == "train/cat/2.png"  # type: ignore[union-attr]
+    np.testing.assert_array_equal(ds.splits["train"].images[-1, 0], pixels(7))
+
+
+def test_links_inside_the_folder_are_followed(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    (root / "train" / "cat" / "again.png").symlink_to(root / "train" / "bird" / "0.png")
+    (root / "train" / "cat" / "more").symlink_to(Path("..") / "bird", target_is_directory=True)
+    ds = load_imagefolder(cfg(root))
+    assert ds.splits["train"].ids.tolist() == [  # type: ignore[union-attr]
+        "train/bird/0.png",
+        "train/bird/1.png",
+        "train/cat/0.png",
+        "train/cat/1.png",
+        "train/cat/again.png",
+        "train/cat/more/0.png",
+        "train/cat/more/1.png",
+    ]
+    assert ds.extra["ignored"] == []
+
+
+def test_hidden_entries_and_link_loops_are_left_out_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = nested(tmp_path / "imgs")
+    write(root / "train" / ".hidden" / "0.png", pixels(3))  # a class folder nobody sees
+    (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0junk")
+    (root / "test" / "cat" / "self.png").symlink_to("self.png")  # ELOOP
+    (root / "test" / "cat" / "up").symlink_to("..", target_is_directory=True)  # walks forever
+    (root / "test" / "bird" / "gone.png").symlink_to("nowhere.png")
+    with caplog.at_level(logging.WARNING, logger="mlpipe.ingest"):
+        ds = load_imagefolder(cfg(root))
+    assert ds.class_names == ["bird", "cat"] and len(ds.splits["test"]) == 4
+    assert ds.extra["ignored"] == [
+        {"entry": "train/.hidden", "reason": "hidden"},
+        {"entry": "train/cat/.DS_Store", "reason": "hidden"},
+        {"entry": "test/bird/gone.png", "reason": "broken_link"},
+        {"entry": "test/cat/self.png", "reason": "link_loop"},
+        {"entry": "test/cat/up", "reason": "link_loop"},
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        f"ignored 2 hidden (name starts with '.') entries under {root} (all listed in "
+        "meta.json): train/.hidden, train/cat/.DS_Store",
+        f"ignored 2 symbolic link loop entries under {root} (all listed in meta.json): "
+        "test/cat/self.png, test/cat/up",
+        f"ignored 1 symbolic link to nothing entry under {root} (all listed in meta.json): "
+        "test/bird/gone.png",
+    ]
+    counts = summary(ds)["ignored"]
+    assert counts == {"hidden": 2, "link_loop": 2, "broken_link": 1, "not_a_file": 0}
+
+
+def huge_png_header(path: Path, width: int, height: int) -> Path:
+    """A small 16-bit PNG whose header claims width x height: nothing decodes it."""
+    write(path, pixels(0).astype(np.uint16) << 8)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 4  # signature, chunk length; then b"IHDR" and 13 bytes of fields
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path) -> None:
+    root = nested(tmp_path / "imgs")
+    bomb = huge_png_header(root / "train" / "cat" / "bomb.png", 13_000, 13_000)
+    assert bomb.stat().st_size < 1000
+    with open_image(bomb) as opened:
+        assert (opened.size, opened.mode) == ((13_000, 13_000), "I;16")
+    assert message(root) == (
+        f"{bomb}: 13000x13000 = 169,000,000 pixels, more than data.max_image_pixels="
+        "50,000,000; shrink the image, or raise data.max_image_pixels"
+    )
+    assert message(root, skip_unreadable=True).startswith(f"{bomb}: 13000x13000")
+    huge_png_header(bomb, 20_000, 20_000)  # past Pillow's own limit: refused in the header
+    assert message(root).startswith(
+        f"{bomb}: more than data.max_image_pixels=50,000,000 (Image size (400000000 pixels)"
+    )
+    bomb.unlink()
+    big = root / "train" / "bird" / "0.png"  # the first one read; every image is 8x8 = 64 pixels
+    assert message(root, max_image_pixels=63).startswith(f"{big}: 8x8 = 64 pixels, more than")
+    assert len(load_imagefolder(cfg(root, max_image_pixels=64)).splits["test"]) == 4
+
+
+def test_max_image_pixels_must_be_positive_and_within_pillows_limit() -> None:
+    with pytest.raises(ConfigError, match=r"^max_image_pixels: must be in 1\.\.178,956,970"):
+        cfg(None, max_image_pixels=0)
+    with pytest.raises(ConfigError, match="got 200,000,000"):
+        cfg(None, max_image_pixels=200_000_000)
+
+
+@pytest.mark.parametrize(
+    ("names", "bad", "problem"),
+    [
+        (
+            ["ok", "x" * 236],
+            "x" * 236,
+            "is 236 characters long, at most 235 fit (evaluate logs the MLflow metric "
+            "test_precision_<class>, and MLflow keys hold at most 250 characters)",
+        ),
+        (
+            ["cat dog", "cat+dog"],
+            "cat+dog",
+            "gives the same MLflow metric key as 'cat dog' (test_recall_cat_dog: evaluate "
+            "keeps letters, digits, _ - . and turns the rest into _)",
+        ),
+    ],
+)
+def test_class_folder_names_later_stages_cannot_use(
+    tmp_path: Path, names: list[str], bad: str, problem: str
+) -> None:
+    root = tmp_path / "imgs"
+    for i, name in enumerate(names):
+        write(root / name / "0.png", pixels(i))
+        write(root / name / "1.png", pixels(i + 50))
+    assert message(root) == f"{root / bad}: class folder name {problem}; rename the folder"
+
+
+def test_a_235_character_class_name_passes_and_a_control_character_does_not(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "imgs"
+    for i, name in enumerate(["a" * 235, "b"]):
+        write(root / name / "0.png", pixels(i))
+        write(root / name / "1.png", pixels(i + 50))
+    assert load_imagefolder(cfg(root)).class_names == ["a" * 235, "b"]
+    write(root / "tab\there" / "0.png", pixels(9))
+    assert message(root) == (
+        f"{root}/'tab\\there': class folder name has a control character; rename the folder"
+    )
+
+
+def test_configured_class_names_are_checked_too() -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg(None, class_names=["a", "b" * 300])
+    assert str(info.value).startswith(
+        f"class_names: {'b' * 60!r}... is 300 characters long, at most 235 fit"
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlpipe.evaluate.metrics import classification_metrics, flat_metrics, safe_key
+from mlpipe.dataset import MAX_CLASS_NAME_LENGTH, class_key, class_name_problem
+from mlpipe.evaluate.metrics import classification_metrics, flat_metrics
 
 CLASSES = ["T-shirt/top", "Trouser", "Ankle boot"]
 # actual:    0  0  0  0  1  1  1  2  2  2
@@ -92,7 +93,54 @@ def test_flat_metrics_prefix(metrics):
         ("Ankle boot", "Ankle_boot"),
         ("a.b-c_d", "a.b-c_d"),
         ("//", "class"),
+        ("chat noir: 猫", "chat_noir_猫"),
     ],
 )
-def test_safe_key(name, key):
-    assert safe_key(name) == key
+def test_class_key(name, key):
+    assert class_key(name) == key
+
+
+NAMES_INGEST_ACCEPTS = [
+    "x" * MAX_CLASS_NAME_LENGTH,
+    "é" * MAX_CLASS_NAME_LENGTH,
+    "T-shirt/top",
+    "../..",
+    "a:b c+d",
+    "/",
+    ".",
+    "猫",
+    "犬",
+]
+
+
+def test_every_class_name_ingest_accepts_gives_keys_mlflow_accepts():
+    """Ingest's check (mlpipe.dataset) matches what evaluate logs and MLflow's own rules."""
+    from mlflow.utils.validation import _validate_metric, _validate_metric_name
+
+    assert class_name_problem(NAMES_INGEST_ACCEPTS) is None
+    labels = np.arange(len(NAMES_INGEST_ACCEPTS))
+    flat = flat_metrics(classification_metrics(labels, labels, NAMES_INGEST_ACCEPTS))
+    assert len(flat) == 3 + 3 * len(NAMES_INGEST_ACCEPTS)  # no two classes share a key
+    for key, value in flat.items():
+        _validate_metric_name(key)
+        _validate_metric(key, value, 0, 0)  # its length too
+    longest = max(flat, key=len)
+    assert len(longest) == 250 and longest.startswith("test_precision_")
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        (["x" * (MAX_CLASS_NAME_LENGTH + 1)], "is 236 characters long, at most 235 fit"),
+        (["a\nb"], "has a control character"),
+        (
+            ["cat dog", "cat+dog"],
+            "gives the same MLflow metric key as 'cat dog' (test_recall_cat_dog",
+        ),
+        (["a/b", "a_b"], "gives the same MLflow metric key as 'a/b'"),
+    ],
+)
+def test_class_names_later_stages_cannot_use(names, problem):
+    bad = class_name_problem(names)
+    assert bad is not None and bad[0] == names[-1]
+    assert bad[1].startswith(problem)

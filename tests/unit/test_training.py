@@ -268,6 +268,19 @@ def test_checkpoint_leaves_no_temporary_files(saved):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_same_weights_give_the_same_bytes_whatever_the_file_name(saved, tmp_path):
+    """dvc.lock must not change for identical weights: no temporary name inside the file."""
+    path, model = saved
+    again = tmp_path / "elsewhere" / "other-name.pt"
+    save_checkpoint(again, model, MODEL_CFG, META)
+    assert again.read_bytes() == path.read_bytes()
+    payload = torch.load(again, map_location="cpu", weights_only=True)
+    assert payload["meta"] == META
+    expected = model.state_dict()
+    assert payload["state_dict"].keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in payload["state_dict"].items())
+
+
 def test_missing_checkpoint_names_path(tmp_path):
     path = tmp_path / "models" / "model.pt"
     with pytest.raises(DataError, match="checkpoint missing") as info:

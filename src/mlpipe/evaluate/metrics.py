@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,8 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
+
+from mlpipe.dataset import class_key
 
 
 def classification_metrics(
@@ -55,15 +56,10 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, fl
         f"{prefix}{k}": float(metrics[k]) for k in ("accuracy", "macro_f1", "worst_class_recall")
     }
     for name, row in metrics["per_class"].items():
-        key = safe_key(name)
+        key = class_key(name)
         for stat in ("precision", "recall", "f1"):
             flat[f"{prefix}{stat}_{key}"] = float(row[stat])
     return flat
-
-
-def safe_key(name: str) -> str:
-    """A class name as an MLflow metric-key fragment ("T-shirt/top" -> "T-shirt_top")."""
-    return re.sub(r"[^A-Za-z0-9_\-.]+", "_", name).strip("_") or "class"
 
 
 def predictions_csv(y_true: list[int], y_pred: list[int], names: list[str]) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from PIL import Image
+
 from mlpipe.config import check
+from mlpipe.dataset import class_name_problem
 
 
 class DataSource(str, Enum):
@@ -13,6 +16,9 @@ class DataSource(str, Enum):
     digits = "digits"
     imagefolder = "imagefolder"  # your own PNG/JPEG files, one sub-folder per class
 
+
+# Pillow raises DecompressionBombError above twice its warning threshold
+PILLOW_PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 # The defaults are the official Fashion-MNIST (conf/data/fashion_mnist.yaml).
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -46,6 +52,10 @@ class DataConfig:
     split_seed: int = 42  # for test_fraction
     resize: bool = True  # imagefolder: resize other sizes to image_size (else an error)
     skip_unreadable: bool = False  # imagefolder: skip (and list) bad files instead of failing
+    # imagefolder: larger images are refused, from the size in the file's header, before
+    # decoding: 50 MP holds 8000x6000 photos and costs ~0.5 GB at most to read
+    max_image_pixels: int = 50_000_000
+    follow_external_links: bool = False  # imagefolder: follow links out of `path`
 
     def __post_init__(self) -> None:
         check(self.image_size > 0, "image_size", f"must be > 0, got {self.image_size}")
@@ -59,9 +69,22 @@ class DataConfig:
             "class_names",
             "must be unique",
         )
+        bad = class_name_problem(self.class_names)
+        check(bad is None, "class_names", f"{_shown(bad[0])} {bad[1]}" if bad else "")
+        check(
+            0 < self.max_image_pixels <= PILLOW_PIXEL_LIMIT,
+            "max_image_pixels",
+            f"must be in 1..{PILLOW_PIXEL_LIMIT:,} (Pillow refuses larger images), "
+            f"got {self.max_image_pixels:,}",
+        )
         if self.test_fraction is not None:
             check(
                 0.0 < self.test_fraction < 1.0,
                 "test_fraction",
                 f"must be in (0, 1), got {self.test_fraction}",
             )
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """A class name for a one-line message: quoted, escaped, long ones cut."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}..."

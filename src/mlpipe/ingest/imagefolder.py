@@ -7,17 +7,24 @@ The classes are the sorted sub-folder names (or `data.class_names`, which must
 name the same folders; its order sets the label numbers). Files are decoded by
 content with Pillow, converted to "L" (channels 1) or "RGB" (channels 3) and,
 unless `data.resize` is false, resized to image_size x image_size (bilinear,
-aspect ratio not kept). Hidden files and folders (".*") are ignored; any other
-file that is not a readable PNG or JPEG stops ingest with one line naming it,
-or with `data.skip_unreadable` is skipped and listed in meta.json ("skipped").
-An empty class folder, or no class folders at all, is an error; a class folder
-missing from train/ or test/ is not (the validate stage reports the class).
+aspect ratio not kept). An image of more than `data.max_image_pixels` pixels
+(read from its header, before decoding) stops ingest. Hidden files and folders
+(".*"), link loops and links to nothing are left out, listed in meta.json
+("ignored") and counted in the log and the report; a link out of `data.path`
+stops ingest unless `data.follow_external_links` (see mlpipe.ingest.walk). Any
+other file that is not a readable PNG or JPEG stops ingest with one line naming
+it, or with `data.skip_unreadable` is skipped and listed in meta.json
+("skipped"). An empty class folder, or no class folders at all, is an error; a
+class folder missing from train/ or test/ is not (the validate stage reports
+the class). A class folder name later stages cannot use (too long for an MLflow
+metric key, a control character, the same key as another class) is an error.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mlpipe.dataset import ImageDataset, ImageSplit
+from mlpipe.dataset import ImageDataset, ImageSplit, class_name_problem
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.ingest.config import DataConfig
 from mlpipe.ingest.stratify import stratified_split
+from mlpipe.ingest.walk import Walker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class Reader:
     resize: bool
     skip_unreadable: bool
     root: Path
+    max_pixels: int
     skipped: list[dict[str, str]] = field(default_factory=list)
     resized: int = 0
 
@@ -74,23 +83,36 @@ class Reader:
 
     def read_one(self, path: Path) -> np.ndarray:
         try:
-            with Image.open(path) as opened:
+            with open_image(path) as opened:
                 if opened.format not in FORMATS:
                     raise Unreadable(f"not a PNG or JPEG file ({opened.format} image)")
+                self.check_pixels(opened.size, path)  # from the header: nothing decoded yet
                 if self.resize and opened.format == "JPEG":
                     opened.draft(None, (self.size, self.size))  # decode at a reduced scale
                 image = ImageOps.exif_transpose(opened)  # loads: decoding errors surface here
         except UnidentifiedImageError:
             raise Unreadable("not an image file (Pillow cannot identify it)") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, above ours
+            detail = " ".join(str(exc).split())
+            raise DataError(
+                f"{path}: more than data.max_image_pixels={self.max_pixels:,} ({detail})"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise Unreadable(f"corrupt or truncated image ({detail})") from None
         return self.conform(image, path)
 
+    def check_pixels(self, size: tuple[int, int], path: Path) -> None:
+        w, h = size
+        if w * h > self.max_pixels:
+            raise DataError(
+                f"{path}: {w}x{h} = {w * h:,} pixels, more than data.max_image_pixels="
+                f"{self.max_pixels:,}; shrink the image, or raise data.max_image_pixels"
+            )
+
     def conform(self, image: Image.Image, path: Path) -> np.ndarray:
         if image.mode.startswith("I"):  # 16-bit greyscale PNG: keep the high byte
-            high = (np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-            image = Image.fromarray(high)
+            image = Image.fromarray(high_byte(np.asarray(image)))
         image = image.convert("L" if self.channels == 1 else "RGB")
         if image.size != (self.size, self.size):
             if not self.resize:
@@ -105,15 +127,37 @@ class Reader:
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
+def open_image(path: Path) -> Image.Image:
+    """Read the header only; Pillow's bomb warning is left out: check_pixels decides."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def high_byte(pixels: np.ndarray) -> np.ndarray:
+    """16-bit values to their high byte, without a wider copy for uint16 ("I;16")."""
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)
+    return (pixels >> 8).clip(0, 255).astype(np.uint8)  # "I": int32 holding 0..65535
+
+
 def load_imagefolder(cfg: DataConfig) -> ImageDataset:
     """The images under `cfg.path`, as train and test splits."""
     root = require_root(cfg.path)
-    split_roots = find_layout(root)
-    folders = {split: class_folders(folder) for split, folder in split_roots.items()}
+    walker = Walker(root, cfg.follow_external_links)
+    top = walker.folders(root)
+    split_roots = find_layout(root, top)
+    folders = {
+        split: class_folders(folder, top if split == "all" else walker.folders(folder))
+        for split, folder in split_roots.items()
+    }
     class_names = resolve_class_names(cfg.class_names, folders, root)
-    reader = Reader(cfg.image_size, cfg.channels, cfg.resize, cfg.skip_unreadable, root)
+    check_class_names(folders)
+    reader = Reader(
+        cfg.image_size, cfg.channels, cfg.resize, cfg.skip_unreadable, root, cfg.max_image_pixels
+    )
     splits = {
-        split: read_split(reader, folders[split], class_names, split_roots[split])
+        split: read_split(reader, walker, folders[split], class_names, split_roots[split])
         for split in split_roots
     }
     if sum(len(s) for s in splits.values()) == 0:
@@ -126,7 +170,13 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
     else:
         layout = "train/ and test/ class folders"
     report(reader, cfg.image_size)
-    extra: dict[str, Any] = {"layout": layout, "resized": reader.resized, "skipped": reader.skipped}
+    walker.report()
+    extra: dict[str, Any] = {
+        "layout": layout,
+        "resized": reader.resized,
+        "skipped": reader.skipped,
+        "ignored": walker.ignored,
+    }
     return ImageDataset(splits, class_names, str(root), extra)
 
 
@@ -144,13 +194,11 @@ def require_root(path: str | None) -> Path:
     return root
 
 
-def visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def find_layout(root: Path, top: list[Path]) -> dict[str, Path]:
+    """{"train": root/train, "test": root/test} when both exist, else {"all": root}.
 
-
-def find_layout(root: Path) -> dict[str, Path]:
-    """{"train": root/train, "test": root/test} when both exist, else {"all": root}."""
-    present = [s for s in SPLITS if (root / s).is_dir()]
+    `top`: the folders in root."""
+    present = [s for s in SPLITS if root / s in top]
     if len(present) == 1:
         (only,) = present
         other = next(s for s in SPLITS if s != only)
@@ -160,14 +208,14 @@ def find_layout(root: Path) -> dict[str, Path]:
         )
     if not present:
         return {"all": root}
-    for extra in visible_dirs(root):
+    for extra in top:
         if extra.name not in SPLITS:
             log.warning("%s: ignored (only train/ and test/ are read)", extra)
     return {s: root / s for s in SPLITS}
 
 
-def class_folders(folder: Path) -> dict[str, Path]:
-    found = {p.name: p for p in visible_dirs(folder)}
+def class_folders(folder: Path, subfolders: list[Path]) -> dict[str, Path]:
+    found = {p.name: p for p in subfolders}
     if not found:
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         hint = f" (found {len(files)} file(s) but no folders)" if files else ""
@@ -205,8 +253,22 @@ def resolve_class_names(
     return found
 
 
+def check_class_names(folders: dict[str, dict[str, Path]]) -> None:
+    """Each class folder's name must fit later stages (length, characters, metric keys)."""
+    paths = {name: path for per_split in folders.values() for name, path in per_split.items()}
+    bad = class_name_problem(sorted(paths))
+    if bad is not None:
+        name, problem = bad
+        shown = paths[name] if name.isprintable() else f"{paths[name].parent}/{name!r}"
+        raise DataError(f"{shown}: class folder name {problem}; rename the folder")
+
+
 def read_split(
-    reader: Reader, folders: dict[str, Path], class_names: list[str], where: Path
+    reader: Reader,
+    walker: Walker,
+    folders: dict[str, Path],
+    class_names: list[str],
+    where: Path,
 ) -> ImageSplit:
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -215,7 +277,7 @@ def read_split(
         if name not in folders:
             log.warning("%s: no folder for class %r", where, name)
             continue
-        files = image_files(folders[name])
+        files = image_files(walker, folders[name])
         read, read_ids = reader.read(files)
         images += read
         ids += read_ids
@@ -234,13 +296,9 @@ def progress(class_names: list[str], where: Path) -> Any:
     return tqdm(class_names, desc=str(where), unit="class", disable=not sys.stderr.isatty())
 
 
-def image_files(folder: Path) -> list[Path]:
+def image_files(walker: Walker, folder: Path) -> list[Path]:
     """Every non-hidden file under `folder` (sub-folders included), sorted; none is an error."""
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = walker.files(folder)
     if not files:
         raise DataError(f"{folder}: empty class folder (no image files)")
     return files

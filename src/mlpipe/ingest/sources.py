@@ -29,6 +29,7 @@ from mlpipe.ingest.config import DataConfig, DataSource
 from mlpipe.ingest.idx import FASHION_SPLITS, md5_of_content, read_idx_pair
 from mlpipe.ingest.imagefolder import load_imagefolder
 from mlpipe.ingest.stratify import stratified_split
+from mlpipe.ingest.walk import ignored_counts
 from mlpipe.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,16 @@ def load_source(cfg: DataConfig) -> ImageDataset:
 
 def summary(dataset: ImageDataset) -> dict[str, Any]:
     """What ingest reports (reports/ingest.json): counts, shape, classes, source."""
-    return {
+    report = {
         "source": dataset.source,
         "splits": {name: len(split) for name, split in dataset.splits.items()},
         "image_shape": list(dataset.image_shape),
         "class_names": list(dataset.class_names),
         "skipped": len(dataset.extra.get("skipped", [])),
     }
+    if "ignored" in dataset.extra:  # image folders: entries left out of the walk, per reason
+        report["ignored"] = ignored_counts(dataset.extra["ignored"])
+    return report
 
 
 # --- shared ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from mlpipe.config import plain
 from mlpipe.errors import DataError, first_line
-from mlpipe.io import atomic_path
+from mlpipe.io import atomic_write_bytes
 from mlpipe.models import Classifier, build_model, load_config
 
 FORMAT_VERSION = 1
@@ -20,15 +21,21 @@ FORMAT_VERSION = 1
 def save_checkpoint(
     path: str | Path, model: nn.Module, model_cfg: Any, meta: dict[str, Any]
 ) -> None:
-    """Write atomically; `meta` holds class_names, in_channels, image_shape, normalisation."""
+    """Write atomically; `meta` holds class_names, in_channels, image_shape, normalisation.
+
+    The same content gives the same bytes: torch.save names the archive inside the zip
+    after the file it writes to, so it writes to a buffer (archive name "archive"), not
+    to the (randomly named) temporary file.
+    """
     payload = {
         "format_version": FORMAT_VERSION,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model": plain(dataclasses.asdict(model_cfg)),
         "meta": meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def model_meta(
