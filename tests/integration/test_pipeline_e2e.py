@@ -30,7 +30,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
         GIT_AUTHOR_EMAIL="t@t",
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@t",
-        PYTHONPATH=str(cwd),
+        PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{cwd}",  # the copy's code, not the venv's install
     )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:

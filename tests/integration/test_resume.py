@@ -75,7 +75,7 @@ def env(root: Path) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     out.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
         OMP_NUM_THREADS="1",
     )
     return out
