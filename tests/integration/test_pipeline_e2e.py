@@ -213,6 +213,28 @@ def test_bad_param_stops_before_any_output_is_removed(
     assert "Data and pipelines are up to date." in out and "Running stage" not in out
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("train.epoch=3", "ERROR: train.epoch: no key 'epoch' in train (keys: epochs, "),
+        ("model=nosuch", "ERROR: model=nosuch: no option 'nosuch' in config group 'model' "),
+    ],
+    ids=["unknown-key", "unknown-option"],
+)
+def test_unknown_key_or_option_is_one_line_from_dvc_itself(
+    repo: Path, override: str, line: str
+) -> None:
+    """DVC composes conf/ before any stage runs; hydra_plugins/mlpipe_overrides.py makes its
+    error one line naming the key or option and what is valid."""
+    before = digest([repo / "params.yaml", repo / "dvc.lock"])
+    proc = run(["dvc", "exp", "run", *OVERRIDES, "-S", override], repo, check=False)
+    assert proc.returncode != 0
+    errors = [text for text in proc.stderr.splitlines() if text.strip()]
+    assert len(errors) == 1 and errors[0].startswith(line), proc.stderr[-2000:]
+    assert "Running stage" not in proc.stdout
+    assert digest([repo / "params.yaml", repo / "dvc.lock"]) == before
+
+
 def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
     """`--temp` runs in .dvc/tmp/exps/<copy>; its run must land in the repo's mlflow.db."""
     before = {r.info.run_id for r in mlflow_client(repo).search_runs(["1"])}
