@@ -15,17 +15,24 @@ history on the registered model), which is what `rollback` walks back. On any er
 nothing in the registry changes and one line says why.
 
 `mlpipe params [OVERRIDES...]` writes params.yaml from conf/, as `dvc exp run` does.
+`mlpipe params --check -S train.lr=0.01 -S model=vit` writes nothing: it composes those
+overrides (each combination of a sweep) and checks every section with the stages' schemas,
+one line for the first problem. Run it before `dvc exp run -S ...`, whose own composition
+reports an unknown key or config group as a multi-line "unexpected error".
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from mlpipe.compose import compose, compose_checked, expand_sweeps
 from mlpipe.config import load_section, read_params
 from mlpipe.dataset import ImageSplit, load_dataset
 from mlpipe.errors import ConfigError, MlpipeError, TrackingError
@@ -39,7 +46,7 @@ from mlpipe.tracking import registry
 from mlpipe.tracking.registry import ModelView, VersionView
 
 PROG = "mlpipe registry"
-CONFIG_NAME = "config"  # conf/config.yaml
+__all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpipe.cli import`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. model=cnn train.epochs=5"
     )
+    params.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="an override as `dvc exp run -S` takes it (before the positional ones)",
+    )
+    params.add_argument(
+        "--check", action="store_true", help="compose and validate every section; write nothing"
+    )
     params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
     params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
     return parser
@@ -78,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "params":
-        return write_params(args)
+        try:
+            (check_params if args.check else write_params)(args)
+        except MlpipeError as exc:
+            print(f"mlpipe params: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         cfg, data = resolve(args)
         COMMANDS[args.command](args, cfg, data)
@@ -88,11 +111,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_params(args: argparse.Namespace) -> int:
+def write_params(args: argparse.Namespace) -> None:
     out = args.out or args.root / "params.yaml"
-    atomic_write_text(out, compose(args.root, args.overrides))
+    atomic_write_text(out, compose_checked(args.root, args.set_param + args.overrides))
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+
+
+def check_params(args: argparse.Namespace) -> None:
+    """Every combination composes and passes every stage's schema (pipelines/params.py)."""
+    sections = _stage_sections(args.root)
+    combinations = expand_sweeps(args.set_param + args.overrides)
+    for overrides in combinations:
+        params = yaml.safe_load(compose_checked(args.root, overrides))
+        label = f"[{' '.join(overrides)}] " if len(combinations) > 1 else ""
+        for name, schema in sections.items():
+            try:
+                load_section(params, name, schema, "params.yaml")
+            except ConfigError as exc:
+                raise ConfigError(f"{label}{exc}") from None
+    n = len(combinations)
+    print(
+        f"mlpipe params: ok: {n} composition{'s' * (n > 1)}, every section valid", file=sys.stderr
+    )
+
+
+def _stage_sections(root: Path) -> dict[str, Any]:
+    """The params stage's SECTIONS: every section with the schema of the stage reading it."""
+    if not (root / "pipelines" / "params.py").is_file():
+        raise ConfigError(f"{root}: no pipelines/params.py: run in the repository or give --root")
+    sys.path.insert(0, str(root.resolve()))
+    try:
+        sections: dict[str, Any] = importlib.import_module("pipelines.params").SECTIONS
+    finally:
+        sys.path.pop(0)
+    return sections
 
 
 def resolve(args: argparse.Namespace) -> tuple[RegisterConfig, Path]:
@@ -250,24 +302,6 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "compare": cmd_compare,
 }
-
-
-def compose(repo_root: Path, overrides: list[str] | None = None) -> str:
-    """The YAML text `dvc exp run` would write to params.yaml for these overrides."""
-    # DVC's own function, so `make params` and `dvc exp run` cannot drift apart.
-    from dvc.utils.hydra import compose_and_dump
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "params.yaml"
-        compose_and_dump(
-            out,
-            str((repo_root / "conf").resolve()),
-            None,
-            CONFIG_NAME,
-            str(repo_root / "hydra_plugins"),
-            list(overrides or []),
-        )
-        return out.read_text(encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from mlpipe.errors import ConfigError
 
@@ -62,6 +63,9 @@ def to_dataclass(schema: type[T], values: Any, where: str) -> T:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         detail = str(exc).splitlines()[0]
+        owner = getattr(exc, "object_type", None)
+        if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(owner):
+            detail += f" (keys: {', '.join(f.name for f in dataclasses.fields(owner))})"
         raise ConfigError(f"{where}.{key}: {detail}") from None
 
 

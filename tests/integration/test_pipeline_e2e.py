@@ -30,7 +30,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
         GIT_AUTHOR_EMAIL="t@t",
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@t",
-        PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{cwd}",  # the copy's code, not the venv's install
+        # the copy's own code, also where mlpipe is installed from another checkout
+        PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{cwd}",
     )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -164,6 +165,74 @@ def test_nothing_changed_reruns_nothing(repo: Path) -> None:
     out = run(["dvc", "repro"], repo).stdout
     assert "Data and pipelines are up to date." in out
     assert "Running stage" not in out
+
+
+STAGES = ["params", "ingest", "validate", "preprocess", "train", "evaluate", "register"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lr=-1"], "params: error: params.yaml: train.lr: must be finite and > 0, got -1"),
+        # train would rerun (epochs), but register's bad value stops it before it starts
+        (["train.epochs=1", "register.alpha=2"], "params: error: params.yaml: register.alpha: "),
+    ],
+    ids=["bad-train-value", "bad-register-value-after-train-change"],
+)
+def test_bad_param_stops_before_any_output_is_removed(
+    repo: Path, overrides: list[str], message: str
+) -> None:
+    """DVC removes a stage's outputs just before running it: the params stage, first in the
+    DAG, rejects a bad value of any section before a stage that would rerun has lost them."""
+    params_path = repo / "params.yaml"
+    original = params_path.read_text()
+    outputs = [
+        repo / "models/model.pt",
+        repo / "reports/train.json",
+        repo / "reports/plots/training_curves.csv",  # cache: false: no checkout brings it back
+        repo / "reports/evaluate.json",
+        repo / "reports/register.json",
+        repo / "reports/params.json",
+    ]
+    before = digest(outputs)
+    runs_before = len(mlflow_client(repo).search_runs(["1"]))
+    try:
+        sets = [arg for override in overrides for arg in ("-S", override)]
+        proc = run(["dvc", "exp", "run", *OVERRIDES, *sets], repo, check=False)
+    finally:
+        params_path.write_text(original)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("params:")]
+    assert len(errors) == 1 and errors[0].startswith(message), proc.stderr[-2000:]
+    ran = [s for s in STAGES if f"Running stage '{s}'" in proc.stdout]
+    assert ran == ["params"]
+    assert digest(outputs) == before
+    assert len(mlflow_client(repo).search_runs(["1"])) == runs_before
+    # the rejected run recorded nothing: with params.yaml back, nothing is out of date
+    out = run(["dvc", "repro"], repo).stdout
+    assert "Data and pipelines are up to date." in out and "Running stage" not in out
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("train.epoch=3", "ERROR: train.epoch: no key 'epoch' in train (keys: epochs, "),
+        ("model=nosuch", "ERROR: model=nosuch: no option 'nosuch' in config group 'model' "),
+    ],
+    ids=["unknown-key", "unknown-option"],
+)
+def test_unknown_key_or_option_is_one_line_from_dvc_itself(
+    repo: Path, override: str, line: str
+) -> None:
+    """DVC composes conf/ before any stage runs; hydra_plugins/mlpipe_overrides.py makes its
+    error one line naming the key or option and what is valid."""
+    before = digest([repo / "params.yaml", repo / "dvc.lock"])
+    proc = run(["dvc", "exp", "run", *OVERRIDES, "-S", override], repo, check=False)
+    assert proc.returncode != 0
+    errors = [text for text in proc.stderr.splitlines() if text.strip()]
+    assert len(errors) == 1 and errors[0].startswith(line), proc.stderr[-2000:]
+    assert "Running stage" not in proc.stdout
+    assert digest([repo / "params.yaml", repo / "dvc.lock"]) == before
 
 
 def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:

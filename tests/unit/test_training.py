@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 
@@ -366,6 +367,21 @@ def test_one_process_takes_every_image_once_with_scale_one():
     assert all(s.loss_scale == 1.0 for s in spans)
     assert images_per_epoch(10, 4) == 10
     assert images_per_epoch(9, 8, world_size=2) == 8  # the last batch of 1 is dropped
+
+
+@pytest.mark.parametrize(("batch", "used"), [(1000, 64), (65, 64), (64, 64), (16, 16)])
+def test_batch_larger_than_the_training_split_is_capped_with_a_warning(caplog, batch, used):
+    with caplog.at_level(logging.WARNING, logger="mlpipe.train.engine"):
+        history = train_tiny(epochs=1, batch_size=batch)
+    assert history.batch_size == history.summary()["batch_size"] == used  # -> train.json
+    warned = [r.getMessage() for r in caplog.records if "train.batch_size" in r.getMessage()]
+    if batch > len(TRAIN):
+        assert warned == [
+            f"train.batch_size {batch} is larger than the training split (64 images): "
+            "training on the whole split, one step per epoch"
+        ]
+    else:
+        assert warned == []
 
 
 def test_context_from_env(monkeypatch):

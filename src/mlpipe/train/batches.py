@@ -42,6 +42,15 @@ def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -
     return spans
 
 
+def capped_batch_size(batch_size: int, n: int) -> int:
+    """`train.batch_size`, at most the `n` training images: a larger batch is the whole split.
+
+    Capped rather than refused: only train knows the split size, and by the time it runs DVC
+    has removed its outputs. The caller warns; train.json records the batch used.
+    """
+    return min(batch_size, n)
+
+
 def images_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
     """Images all ranks together train on per epoch."""
     sizes = (min(batch_size, n - start) for start in range(0, n, batch_size))

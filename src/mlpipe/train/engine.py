@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mlpipe.errors import MlpipeError
 from mlpipe.models import predict_logits
 from mlpipe.train import distributed
-from mlpipe.train.batches import images_per_epoch, plan_epoch, shard_batches
+from mlpipe.train.batches import capped_batch_size, images_per_epoch, plan_epoch, shard_batches
 from mlpipe.train.config import Monitor, TrainConfig
 from mlpipe.train.device import Runtime, rng_state, set_rng_state, use_channels_last
 from mlpipe.train.early_stopping import EarlyStopping
@@ -71,6 +71,7 @@ class History:
     epochs: list[EpochStats] = field(default_factory=list)
     device: str = "cpu"
     precision: str = "fp32"
+    batch_size: int = 0  # images per step: train.batch_size, capped at the training split
     resumed_from_epoch: int = 0  # 0: started from scratch
     stopped_early: bool = False
 
@@ -95,6 +96,7 @@ class History:
         return {
             "device": self.device,
             "precision": self.precision,
+            "batch_size": self.batch_size,
             "train_seconds": round(self.train_seconds, 2),
             "images_per_second": round(last.images_per_second, 1),
             "val_accuracy": round(last.val_accuracy, 4),
@@ -137,6 +139,7 @@ class _Loop:
     ema: ModelEma | None
     stopper: EarlyStopping
     history: History
+    batch_size: int  # train.batch_size, at most the training split
     steps_per_epoch: int
     epoch: int = 0  # epochs completed
 
@@ -221,7 +224,8 @@ def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, n_train: int) -
     module = distributed.wrap_ddp(model, runtime.dist, runtime.device)
     if runtime.compile:
         module = torch.compile(module)  # type: ignore[assignment]
-    steps = len(shard_batches(n_train, cfg.batch_size, 0, runtime.dist.world_size))
+    batch_size = _batch_size(cfg, n_train, runtime.dist.is_main)
+    steps = len(shard_batches(n_train, batch_size, 0, runtime.dist.world_size))
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=cfg.lr,
@@ -245,9 +249,24 @@ def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, n_train: int) -
         stopper=EarlyStopping(
             cfg.early_stopping_patience, cfg.early_stopping_min_delta, cfg.early_stopping_metric
         ),
-        history=History(device=str(runtime.device), precision=runtime.precision_name),
+        history=History(
+            device=str(runtime.device), precision=runtime.precision_name, batch_size=batch_size
+        ),
+        batch_size=batch_size,
         steps_per_epoch=steps,
     )
+
+
+def _batch_size(cfg: TrainConfig, n_train: int, warn: bool) -> int:
+    batch_size = capped_batch_size(cfg.batch_size, n_train)
+    if batch_size < cfg.batch_size and warn:
+        log.warning(
+            "train.batch_size %d is larger than the training split (%d images): training on "
+            "the whole split, one step per epoch",
+            cfg.batch_size,
+            n_train,
+        )
+    return batch_size
 
 
 def _restore(loop: _Loop, checkpointer: Checkpointer) -> None:
@@ -332,7 +351,7 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
     plan = plan_epoch(
         loop.generator,
         len(data),
-        cfg.batch_size,
+        loop.batch_size,
         cfg.augment,
         runtime.dist,
         runtime.device,
@@ -367,7 +386,7 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
         correct += (logits.argmax(dim=1) == y).sum()
     guard.flush()
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
-    n = images_per_epoch(len(data), cfg.batch_size, runtime.dist.world_size)
+    n = images_per_epoch(len(data), loop.batch_size, runtime.dist.world_size)
     return loss_sum.item() / n, correct.item() / n, n
 
 
