@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ["-S", "data=digits", "-S", "train=smoke"]
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(
@@ -33,6 +35,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
         # the copy's own code, also where mlpipe is installed from another checkout
         PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{cwd}",
     )
+    env.update(extra_env or {})
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -253,6 +256,26 @@ def test_temp_experiment_logs_to_repo_root_store(repo: Path) -> None:
     assert v2["decision"] == "challenger" and v2["gate.champion_version"] == "1"
     assert float(v2["gate.p_value"]) <= 1.0 and int(v2["gate.mcnemar_b"]) >= 0
     assert mlflow_client(repo).get_registered_model("digits-classifier").aliases["champion"] == 1
+
+
+def test_user_sqlite_store_keeps_artifacts_of_temp_experiments(repo: Path, tmp_path: Path) -> None:
+    """A user-set SQLite store: the artifacts go beside it, not into the --temp copy that
+    DVC deletes, so the registered champion still loads afterwards."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    cmd = ["dvc", "exp", "run", "--temp", *OVERRIDES, "-S", "train.epochs=1"]
+    run(cmd, repo, extra_env={"MLFLOW_TRACKING_URI": uri})
+    assert (tmp_path / "team" / "mlartifacts").is_dir()
+    assert not list(repo.glob(".dvc/tmp/exps/**/mlruns"))
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
+        with np.load(repo / "data/processed/test.npz") as npz:
+            assert len(model.predict(npz["images"][:2])) == 2
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
