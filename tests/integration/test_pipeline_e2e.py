@@ -283,11 +283,8 @@ def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     original = params_path.read_text()
     downstream = [repo / "data/processed", repo / "models/model.pt", repo / "reports/evaluate.json"]
     before = digest(downstream)
-    params = yaml.safe_load(original)
-    params["validate"]["pixel_max"] = 100  # the digits reach 255: pixel_range must fail
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        proc = run(["dvc", "repro"], repo, check=False)
+    try:  # the digits reach 255: pixel_range must fail
+        proc = run(["dvc", "exp", "run", *OVERRIDES, "-S", "validate.pixel_max=100"], repo, False)
     finally:
         params_path.write_text(original)
     assert proc.returncode != 0
@@ -295,3 +292,27 @@ def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     assert "Running stage 'preprocess'" not in proc.stdout
     assert digest(downstream) == before
     assert read_json(repo / "reports/validate.json")["success"] is False
+
+
+def test_plain_repro_after_an_edit_in_conf_is_refused_until_params_is_recomposed(
+    repo: Path,
+) -> None:
+    """`dvc repro` does not compose: after an edit in conf/ it would run on the stale
+    params.yaml. The params stage depends on conf/ and refuses, naming the keys and the fix."""
+    conf = repo / "conf/train/smoke.yaml"
+    original = conf.read_text()
+    outputs = [repo / "models/model.pt", repo / "reports/train.json", repo / "params.yaml"]
+    before = digest(outputs)
+    conf.write_text(original.replace("epochs:", "epochs: 7 #", 1))
+    try:
+        proc = run(["dvc", "repro"], repo, check=False)
+    finally:
+        conf.write_text(original)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("params:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert errors[0].startswith("params: error: params.yaml does not match conf/: "), errors
+    assert "run `make params`" in errors[0]
+    assert [s for s in STAGES if f"Running stage '{s}'" in proc.stdout] == ["params"]
+    assert digest(outputs) == before
+
