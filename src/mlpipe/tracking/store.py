@@ -135,6 +135,12 @@ def artifact_location(uri: str) -> str | None:
     return (project_root() / ARTIFACTS_DIR).as_uri()
 
 
+# The MLflow 3 UI opens an experiment of this kind on its runs and model-training views
+# (not the GenAI overview of traces and token usage); the UI's own value for it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def setup(experiment: str) -> str:
     """Point mlflow at the store and select (or create) `experiment`; return its id."""
     connect()
@@ -142,9 +148,14 @@ def setup(experiment: str) -> str:
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             exp_id = str(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older mlpipe
+                client = mlflow.MlflowClient()
+                client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         else:
             location = artifact_location(tracking_uri())
-            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            exp_id = mlflow.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
