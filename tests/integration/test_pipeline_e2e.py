@@ -316,3 +316,21 @@ def test_plain_repro_after_an_edit_in_conf_is_refused_until_params_is_recomposed
     assert [s for s in STAGES if f"Running stage '{s}'" in proc.stdout] == ["params"]
     assert digest(outputs) == before
 
+
+def test_dvc_plots_show_draws_the_intended_plots_offline(repo: Path, tmp_path: Path) -> None:
+    """Loss, accuracy and the confusion matrix (+ the PNG), no default-template duplicates;
+    the page from `make plots` inlines Vega instead of loading it from a CDN."""
+    from tests.unit.test_plots_page import cache_with_fakes
+
+    template = tmp_path / "template.html"
+    cache = cache_with_fakes(tmp_path)
+    run(
+        [sys.executable, "-m", "mlpipe.plots_page", "--cache", str(cache), "--out", str(template)],
+        repo,
+    )
+    run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "p")], repo)
+    html = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
+    assert "cdn.jsdelivr" not in html and "window['vega-embed']" in html
+    assert html.count("vegaEmbed(") == 3, html.count("vegaEmbed(")  # loss, accuracy, confusion
+    assert "confusion_matrix.png" in html
+    assert "images_per_second" not in html  # the timing columns are not plotted (nor in the CSV)
