@@ -91,11 +91,10 @@ plots: setup
 	$(BIN)/dvc plots show --html-template .dvc/tmp/vega/template.html -o dvc_plots
 	@echo "open dvc_plots/index.html (works offline)"
 
-# One worker and no job runner: a local UI needs neither the 4 default workers nor the
-# GenAI job workers (16 processes, 3.2 GiB on a 2-core machine before).
+# `mlpipe ui` prints the URL of the experiment's runs, then runs `mlflow ui` with one
+# worker and no job runner (the defaults: 16 processes, 3.2 GiB on a 2-core machine).
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
-	  --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT) --workers 1
+	$(BIN)/mlpipe ui --host 127.0.0.1 --port $(UI_PORT)
 
 serve: setup
 	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['register']['model_name'])"); \

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -160,3 +161,20 @@ def setup(experiment: str) -> str:
         raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def experiment_id(experiment: str) -> str | None:
+    """The id of `experiment` in the current store, or None (nothing is created)."""
+    try:
+        found = client().get_experiment_by_name(experiment)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
+    return None if found is None else str(found.experiment_id)
+
+
+def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """`mlflow ui` for a local store: one worker and no job runner (the defaults start about
+    16 processes, 3.2 GiB, for the GenAI features). The command and its extra environment."""
+    exe = str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    return [*cmd, "--workers", "1"], {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
