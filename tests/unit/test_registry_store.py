@@ -48,3 +48,12 @@ def test_one_client_per_store_per_process(monkeypatch, tmp_path):
     assert tracking.client() is first  # not a new MlflowClient for every call
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b.db'}")
     assert tracking.client() is not first
+
+
+def test_connect_turns_mlflows_download_bars_off_unless_the_user_set_them(monkeypatch):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    tracking.connect()
+    assert tracking.os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    tracking.connect()
+    assert tracking.os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"

@@ -741,3 +741,19 @@ def test_engine_settings_load_from_yaml_values():
     assert cfg.ema_decay == 0.999 and cfg.resume is ResumeMode.must
     runtime = to_dataclass(RuntimeConfig, {}, "params.yaml: runtime")
     assert runtime.channels_last is None and runtime.compile is False
+
+
+def test_progress_lines_when_output_is_not_a_terminal(caplog, monkeypatch):
+    """tqdm is off without a TTY (as under pytest): a heartbeat line says how far it is."""
+    from mlpipe.train import engine
+
+    monkeypatch.setattr(engine.Heartbeat, "every_s", 0.0)
+    with caplog.at_level(logging.INFO, logger="mlpipe.train.engine"):
+        train_tiny(epochs=1)
+    beats = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert beats and beats[0].startswith("epoch 1/1: step 1/")
+    monkeypatch.setattr(engine.Heartbeat, "every_s", 3600.0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlpipe.train.engine"):
+        train_tiny(epochs=1)
+    assert not [r for r in caplog.records if "steps/s" in r.getMessage()]

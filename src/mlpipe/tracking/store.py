@@ -101,9 +101,16 @@ def ensure_store(uri: str) -> None:
         raise TrackingError(f"MLflow store {redact(uri)}: {redact(exc.message)}") from None
 
 
+def quiet_progress() -> None:
+    """No "Downloading artifacts" bars from MLflow in the middle of a stage's log (the user
+    can still turn them on with MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def connect() -> str:
     """Point the fluent API (mlflow.start_run, ...) at the store; return its URI."""
     global _exported_uri, _user_override
+    quiet_progress()
     _user_override = _user_uri()
     uri = tracking_uri()
     ensure_store(uri)
@@ -119,6 +126,7 @@ def client() -> MlflowClient:
 
 @functools.cache
 def _client_for(uri: str) -> MlflowClient:
+    quiet_progress()
     ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 

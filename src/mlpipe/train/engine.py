@@ -371,7 +371,9 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
         leave=False,
         disable=None if runtime.dist.is_main else True,
     )
+    beat = Heartbeat(f"epoch {epoch}/{cfg.epochs}", len(plan), runtime.dist.is_main and bar.disable)
     for step in bar:
+        beat.tick(step)
         x, y = plan.batch(data.images, data.labels, step)
         with runtime.autocast():
             logits = loop.module(x)
@@ -392,6 +394,37 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
     n = images_per_epoch(len(data), loop.batch_size, runtime.dist.world_size)
     return loss_sum.item() / n, correct.item() / n, n
+
+
+class Heartbeat:
+    """Progress as a log line every `every_s` seconds, for output that is not a terminal
+    (CI, `dvc queue logs`, a file), where tqdm's bar is off and an epoch can take minutes."""
+
+    every_s = 30.0
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.label, self.total, self.enabled = label, total, enabled
+        self.start = self.last = time.monotonic()
+
+    def tick(self, done: int) -> None:
+        """Called before each step with the number of steps done."""
+        if not self.enabled or done == 0:
+            return
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = done / (now - self.start)
+        left = (self.total - done) / rate
+        log.info(
+            "%s: step %d/%d (%.0f%%), %.1f steps/s, about %.0f s left in the epoch",
+            self.label,
+            done,
+            self.total,
+            100 * done / self.total,
+            rate,
+            left,
+        )
 
 
 class _DivergenceGuard:
