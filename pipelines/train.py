@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curves", type=Path, required=True, help="per-epoch CSV (DVC plot)")
     parser.add_argument("--resume-file", type=Path, help=f"default: <model-dir>/{RESUME_FILE}")
     parser.add_argument("--validation", type=Path, help="validate's report, logged to the run")
-    parser.add_argument("--data-docs", type=Path, help="validate's GX Data Docs, logged too")
+    parser.add_argument(
+        "--data-docs", type=Path, help="validate.html (or a Data Docs folder), logged too"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,8 +1,9 @@
 """Stage `validate`: check the raw dataset against the expectation suite.
 
 Writes the report (also when the data fails, so it can be inspected) and, with
---data-docs, GX Data Docs (HTML); logs failed `warn` checks, and exits 1 if any
-`error` check failed.
+--data-docs, GX Data Docs (HTML; not byte-stable, so not a DVC output), and
+--summary, validate.html (one self-contained page, what the MLflow run shows); logs
+failed `warn` checks, and exits 1 if any `error` check failed.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import dataclasses
 import logging
 import sys
 import time
+from pathlib import Path
 
 from mlpipe.config import load_sections
 from mlpipe.dataset import ImageDataset, load_dataset
 from mlpipe.errors import ValidationFailed
 from mlpipe.ingest.config import DataConfig
-from mlpipe.io import atomic_write_json
+from mlpipe.io import atomic_write_json, atomic_write_text
 from mlpipe.runner import run_stage
 from mlpipe.validate.config import Severity, ValidateConfig
 from mlpipe.validate.expectations import CLASSES, IMAGES, build_specs, expected_splits
 from mlpipe.validate.gx import run_suite
+from mlpipe.validate.summary import render_html
 from mlpipe.validate.table import class_table, image_table
 
 log = logging.getLogger("mlpipe.validate")
@@ -34,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw", required=True, help="dataset folder written by ingest")
     parser.add_argument("--report", required=True, help="JSON report to write")
     parser.add_argument("--data-docs", help="folder to (re)write GX Data Docs into (optional)")
+    parser.add_argument(
+        "--summary", help="validate.html: the results as one self-contained page (optional)"
+    )
     return parser.parse_args(argv)
 
 
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             "suite: %d expectations%s in %.2f s", len(specs), what, time.perf_counter() - start
         )
         atomic_write_json(args.report, report.to_dict())
+        if args.summary:
+            atomic_write_text(Path(args.summary), render_html(report.to_dict()))
         for line in report.failure_lines(Severity.warn):
             log.warning("check failed (warn): %s", line)
         if not report.success:

@@ -106,7 +106,7 @@ def test_metrics_written(repo: Path) -> None:
     assert (repo / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
+def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> None:
     reg = read_json(repo / "reports/register.json")
     assert reg["version"] == "1" and reg["promote"] is True
     client = mlflow_client(repo)
@@ -127,8 +127,10 @@ def test_registered_with_aliases_and_run_logged(repo: Path) -> None:
     validation = read_json(repo / "reports/validate.json")
     assert mlrun.data.metrics["validation_passed"] == validation["passed"] > 0
     assert mlrun.data.metrics["validation_failed"] == 0
-    docs = {a.path for a in client.list_artifacts(run_id, "validate/data_docs")}
-    assert "validate/data_docs/index.html" in docs
+    logged = {a.path for a in client.list_artifacts(run_id, "validate")}
+    assert "validate/validate.html" in logged  # one self-contained page, not the GX site
+    page = client.download_artifacts(run_id, "validate/validate.html", str(tmp_path))
+    assert Path(page).read_bytes() == (repo / "reports/validate.html").read_bytes()
     # promotion evidence, exports and lineage (issue 5)
     assert reg["outcome"] == "promoted" and reg["mcnemar"] is None
     assert all(m["passed"] for m in reg["minimums"])
@@ -265,7 +267,8 @@ def test_user_sqlite_store_keeps_artifacts_of_temp_experiments(repo: Path, tmp_p
     import numpy as np
 
     uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
-    cmd = ["dvc", "exp", "run", "--temp", *OVERRIDES, "-S", "train.epochs=1"]
+    # a config not run before: one seen before comes from DVC's run-cache, logging nothing
+    cmd = ["dvc", "exp", "run", "--temp", *OVERRIDES, "-S", "train.epochs=1", "-S", "train.seed=11"]
     run(cmd, repo, extra_env={"MLFLOW_TRACKING_URI": uri})
     assert (tmp_path / "team" / "mlartifacts").is_dir()
     assert not list(repo.glob(".dvc/tmp/exps/**/mlruns"))
@@ -334,3 +337,17 @@ def test_dvc_plots_show_draws_the_intended_plots_offline(repo: Path, tmp_path: P
     assert html.count("vegaEmbed(") == 3, html.count("vegaEmbed(")  # loss, accuracy, confusion
     assert "confusion_matrix.png" in html
     assert "images_per_second" not in html  # the timing columns are not plotted (nor in the CSV)
+
+
+def test_a_config_seen_before_comes_from_the_run_cache_without_a_new_version(repo: Path) -> None:
+    """No `persist` out in train: going back to an earlier config restores train, evaluate
+    and register from DVC's run-cache instead of retraining and registering a duplicate."""
+    client = mlflow_client(repo)
+    run(["dvc", "exp", "run", *OVERRIDES, "-S", "train.lr=0.002"], repo)
+    versions = len(client.search_model_versions("name='digits-classifier'"))
+    runs = len(client.search_runs(["1"]))
+    out = run(["dvc", "exp", "run", *OVERRIDES], repo).stdout  # the fixture's config again
+    for stage in ("train", "evaluate", "register"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
+    assert len(client.search_model_versions("name='digits-classifier'")) == versions
+    assert len(client.search_runs(["1"])) == runs

@@ -221,3 +221,17 @@ def test_data_docs_relative_path_replaced_whole(params, good_raw, tmp_path, monk
     assert not (docs / "stale.txt").exists()
     assert len(list((docs / "validations" / "images").rglob("*.html"))) == 1
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["data_docs", "v.json"]
+
+
+def test_summary_page_is_written_also_when_the_data_fails(params, tmp_path, capsys):
+    ds = synthetic()
+    ds.splits["test"] = ImageSplit(np.zeros((0, 1, 28, 28), np.uint8), np.zeros(0, np.int64))
+    save_dataset(ds, tmp_path / "raw")
+    page = tmp_path / "validate.html"
+    args = ["--params", str(params), "--raw", str(tmp_path / "raw")]
+    args += ["--report", str(tmp_path / "v.json"), "--summary", str(page)]
+    assert main(args) == 1
+    first = page.read_bytes()
+    assert b"<h1>Data validation FAILED</h1>" in first and b"rows" in first
+    assert main(args) == 1
+    assert page.read_bytes() == first  # no run names or times: DVC sees no change

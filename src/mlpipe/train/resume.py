@@ -3,8 +3,9 @@
 After every epoch the state (weights, optimiser, scheduler, batch-order generator, every
 rank's RNG states, EMA, early stopping, history) is written atomically to
 `<model-dir>/resume.pt`, beside but never inside the final `model.pt`. DVC removes a stage's
-outs before it runs it; this file is a `persist: true` out, so it survives and a rerun of the
-stage continues where the killed run stopped.
+outs before it runs it; this file is not an out (nor a `persist` one, which would take the
+stage out of DVC's run-cache), so it survives and a rerun of the stage continues where the
+killed run stopped.
 
 A file is resumed only if its fingerprint matches this run: the model and train configs,
 a digest of the training and validation data, and the number of processes. A corrupt or

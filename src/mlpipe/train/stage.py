@@ -98,7 +98,9 @@ def log_inputs(
         runs.log_metrics({f"validation_{k}": summary[k] for k in counts if k in summary})
         runs.set_tags({"validation_success": str(summary.get("success"))})
         runs.log_artifact(validation, "validate")
-    if docs is not None and docs.is_dir():
+    if docs is not None and docs.is_file():  # validate.html: one self-contained page
+        runs.log_artifact(docs, "validate")
+    elif docs is not None and docs.is_dir():  # a GX Data Docs site
         runs.log_artifacts(docs, "validate/data_docs")
 
 
