@@ -1,4 +1,4 @@
-"""The `mlpipe` command: `mlpipe registry ...` and `mlpipe params`.
+"""The `mlpipe` command: `mlpipe registry ...`, `mlpipe params` and `mlpipe monitor`.
 
 `mlpipe registry`: list, inspect, promote, roll back and compare registered versions.
 
@@ -19,6 +19,9 @@ nothing in the registry changes and one line says why.
 overrides (each combination of a sweep) and checks every section with the stages' schemas,
 one line for the first problem. Run it before `dvc exp run -S ...`, whose own composition
 reports an unknown key or config group as a multi-line "unexpected error".
+
+`mlpipe monitor --model models:/<name>@champion --images <folder or .npz>`: data checks
+and drift against the version's training reference (mlpipe.monitor.command: exit codes).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from mlpipe.dataset import ImageSplit, load_dataset
 from mlpipe.errors import ConfigError, MlpipeError, TrackingError
 from mlpipe.evaluate.stats import mcnemar_exact
 from mlpipe.io import atomic_write_text
+from mlpipe.monitor import command as monitor_command
 from mlpipe.register import aliases, promote
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
 from mlpipe.register.gates import Evaluation
@@ -51,7 +55,7 @@ __all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpip
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{registry,params}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{registry,params,monitor}")
     reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
     reg.formatter_class = argparse.RawDescriptionHelpFormatter
     reg.add_argument("--name", help="registered model (default: params.yaml register.model_name)")
@@ -90,11 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
     params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
+    monitor_command.add_parser(groups)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group == "monitor":
+        return monitor_command.main(args)
     if args.group == "params":
         try:
             (check_params if args.check else write_params)(args)
