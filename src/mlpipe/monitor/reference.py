@@ -18,6 +18,7 @@ every production batch. Without a validation split it falls back to the train sp
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,6 @@ class Probe(nn.Module):
 def trace_probe(model: nn.Module, example: np.ndarray) -> torch.jit.ScriptModule:
     """A CPU TorchScript trace of `Probe(model)`, in eval mode; any batch size."""
     import copy
-    import warnings
 
     probe = Probe(copy.deepcopy(model).cpu().eval()).eval()
     x = torch.as_tensor(np.asarray(example[:2], dtype=np.float32))
@@ -150,7 +150,9 @@ def save_reference(ref: Reference, folder: str | Path) -> None:
             tmp / ARRAYS, pixels=ref.pixels, embeddings=ref.embeddings, predicted=ref.predicted
         )
         (tmp / META).write_text(json.dumps(ref.meta(), indent=2) + "\n")
-        torch.jit.save(ref.probe, str(tmp / PROBE))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(ref.probe, str(tmp / PROBE))
 
 
 def load_reference(folder: str | Path) -> Reference:
@@ -163,7 +165,9 @@ def load_reference(folder: str | Path) -> Reference:
         meta = json.loads((folder / META).read_text())
         with np.load(folder / ARRAYS) as npz:
             arrays = {k: npz[k] for k in ("pixels", "embeddings", "predicted")}
-        probe = torch.jit.load(str(folder / PROBE), map_location="cpu")  # type: ignore[no-untyped-call]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript: still loads
+            probe = torch.jit.load(str(folder / PROBE), map_location="cpu")  # type: ignore[no-untyped-call]
         probe.eval()
     except Exception as exc:  # json, numpy and torch raise many types for a bad file
         raise NoReference(f"{folder}: unreadable monitoring reference: {exc}") from None

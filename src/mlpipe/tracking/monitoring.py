@@ -9,6 +9,7 @@ raised by the caller when the downloaded folder is empty).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ def download_reference(version: ModelVersion, dest: Path) -> Path:
     """The version's run's `monitor/` folder, downloaded under `dest`; an empty folder
     when the run has none (the caller's load then says so)."""
     c = store.client()
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one line per finding
     try:
         listed = c.list_artifacts(version.run_id, REFERENCE_DIR)
         if not listed:
