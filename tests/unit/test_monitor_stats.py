@@ -90,3 +90,14 @@ def test_pixel_features_on_crafted_images() -> None:
     assert f["dark_fraction"].tolist() == [1.0, 0.5]
     assert f["bright_fraction"].tolist() == [0.0, 0.5]
     assert f["edge"].tolist() == [0.0, 255.0]
+
+
+def test_ks_columns_on_discrete_columns_matches_scipy() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 5, size=(400, 3)).astype(float)
+    new = rng.integers(1, 6, size=(70, 3)).astype(float)
+    d, p = ks_columns(np.sort(ref, axis=0), new, presorted=True)
+    for j in range(3):
+        want = sps.ks_2samp(ref[:, j], new[:, j], method="asymp")
+        assert d[j] == pytest.approx(want.statistic)
+        assert p[j] == pytest.approx(want.pvalue, rel=1e-6, abs=1e-12)

@@ -50,23 +50,30 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
     )
 
 
-def ks_columns(reference: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ks_columns(
+    reference: np.ndarray, batch: np.ndarray, presorted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Two-sample KS per column of (M, D) `reference` vs (N, D) `batch`: (D statistics,
     D p-values), the asymptotic p-value as scipy's `ks_2samp(method="asymp")` gives it.
 
-    Vectorised over the columns: the empirical CDFs are compared at every pooled value.
+    The largest gap between the two empirical CDFs lies at a batch value, just at or just
+    before it (between batch values the batch's CDF is flat), so both CDFs are read there
+    only: O(N log M) per column. `presorted`: the reference columns are already sorted.
     """
-    ref = np.sort(np.asarray(reference, dtype=np.float64), axis=0)  # (M, D)
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = ref if presorted else np.sort(ref, axis=0)  # (M, D)
     new = np.sort(np.asarray(batch, dtype=np.float64), axis=0)  # (N, D)
     m, n = len(ref), len(new)
     if m == 0 or n == 0:
         raise ValueError(f"KS needs two non-empty samples, got {m} and {n}")
     d = np.zeros(ref.shape[1])
     for j in range(ref.shape[1]):
-        pooled = np.concatenate([ref[:, j], new[:, j]])
-        cdf_ref = np.searchsorted(ref[:, j], pooled, side="right") / m
-        cdf_new = np.searchsorted(new[:, j], pooled, side="right") / n
-        d[j] = np.abs(cdf_ref - cdf_new).max()
+        x = new[:, j]
+        at = np.abs(np.searchsorted(ref[:, j], x, "right") / m - np.searchsorted(x, x, "right") / n)
+        before = np.abs(
+            np.searchsorted(ref[:, j], x, "left") / m - np.searchsorted(x, x, "left") / n
+        )
+        d[j] = max(at.max(), before.max())
     en = m * n / (m + n)
     p = sps.kstwo.sf(d, np.round(en).astype(int)) if en >= 1 else np.ones_like(d)
     return d, np.clip(p, 0.0, 1.0)
@@ -154,17 +161,19 @@ def detect_drift(
     class_counts: tuple[np.ndarray, np.ndarray] | None,
     alpha: float,
     columns: dict[str, list[str]] | None = None,
+    presorted: bool = False,
 ) -> DriftResult:
     """KS per column of each (M, D) matrix in `reference` against the same-named (N, D)
     matrix of `batch`, plus the class test on (reference counts, batch counts); one
-    Bonferroni family of size (total columns + 1 if class_counts)."""
+    Bonferroni family of size (total columns + 1 if class_counts). `presorted`: every
+    reference matrix is sorted column by column (a bench reuses them)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     n_tests = sum(m.shape[1] for m in reference.values()) + (class_counts is not None)
     threshold = alpha / max(n_tests, 1)
     families = []
     for name, ref in reference.items():
-        d, p = ks_columns(ref, batch[name])
+        d, p = ks_columns(ref, batch[name], presorted)
         names = (columns or {}).get(name) or [f"{name}[{i}]" for i in range(ref.shape[1])]
         families.append(FamilyResult(name, names, d.tolist(), p.tolist(), threshold))
     if class_counts is not None:
