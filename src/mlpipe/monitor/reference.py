@@ -10,9 +10,11 @@ A folder (logged on the version's run under `monitor/`, copied to models/monitor
   compute embeddings, and measures exactly the weights that were registered.
 
 The sample comes from the validation split (a stratified part of the training data that
-the model was not fitted on) when there is one: embeddings of the very images a model was
-fitted on are tighter than those of any new image, so a reference made of them would flag
-every production batch. Without a validation split it falls back to the train split.
+the model was not fitted on) when there is one: the embeddings of images a model has fitted
+closely are tighter than those of new images, and a reference made of them would flag
+in-distribution batches. (A precaution: with the bench's one-epoch CNN a reference of its own
+training images gives the same false-alarm rate, `bench --reference-from fitted`.) Without a
+validation split it falls back to the train split.
 """
 
 from __future__ import annotations
