@@ -175,6 +175,9 @@ def test_bad_inputs_one_line_and_their_exit_code(env, capsys):
     assert "pixels must be integers 0..255" in bad(env, capsys, 3, floats)
     ok = npz(env, "ok", env["test"][:50])
     assert bad(env, capsys, 3, ok, model=f"models:/{NAME}/9").endswith("version=9) not found")
+    assert "models:/digits-watch@nope: " in bad(env, capsys, 3, ok, model=f"models:/{NAME}@nope")
+    assert "models:/other@champion: " in bad(env, capsys, 3, ok, model="models:/other@champion")
+    assert "expected models:/<name>@<alias>" in bad(env, capsys, 3, ok, model="runs:/abc/model")
     assert monitor(env, ok, "--alpha", "1.5") == 3
     assert capsys.readouterr().err == "mlpipe monitor: error: --alpha must be in (0, 1), got 1.5\n"
     err = bad(env, capsys, 4, ok, model=f"models:/{NAME}/2")
