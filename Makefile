@@ -18,12 +18,13 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui serve train-ddp bench bench-monitor clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
 	@echo "make test    install everything, then run the test suite"
 	@echo "make ui      MLflow UI on the local store (http://127.0.0.1:$(UI_PORT))"
+	@echo "make plots   dvc plots show, viewable offline -> dvc_plots/index.html"
 	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT)"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
@@ -84,8 +85,17 @@ exp: setup
 	$(BIN)/python -m mlpipe.cli params --check $(S)
 	$(BIN)/dvc exp run $(S)
 
+# `dvc plots show` with Vega inlined (from the npm registry, cached), so the page renders
+# offline; DVC's default page loads Vega from a CDN.
+plots: setup
+	$(BIN)/python -m mlpipe.plots_page --cache .dvc/tmp/vega --out .dvc/tmp/vega/template.html
+	$(BIN)/dvc plots show --html-template .dvc/tmp/vega/template.html -o dvc_plots
+	@echo "open dvc_plots/index.html (works offline)"
+
+# `mlpipe ui` prints the URL of the experiment's runs, then runs `mlflow ui` with one
+# worker and no job runner (the defaults: 16 processes, 3.2 GiB on a 2-core machine).
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(UI_PORT)
+	$(BIN)/mlpipe ui --host 127.0.0.1 --port $(UI_PORT)
 
 serve: setup
 	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['register']['model_name'])"); \

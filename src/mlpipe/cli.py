@@ -6,13 +6,13 @@
     mlpipe registry describe 3
     mlpipe registry promote 3 [--alias champion] [--force --reason "hotfix"]
     mlpipe registry rollback [--alias champion]
-    mlpipe registry compare 2 3
+    mlpipe registry compare 2 3        (no versions: champion and challenger)
 
-The model is `--name`, else `register.model_name` in params.yaml. `promote` runs the
-register stage's gates (minimum metrics; against the champion: gain and McNemar on the
-test set in --data) unless `--force`. Every alias move is recorded (version tag and a
-history on the registered model), which is what `rollback` walks back. On any error
-nothing in the registry changes and one line says why.
+Options go before or after the verb. The model is `--name`, else `register.model_name` in
+params.yaml. `promote` runs the register stage's gates (minimum metrics; against the
+champion: gain and McNemar on the test set in --data) unless `--force`. Every alias move is
+recorded (version tag and a history on the registered model), which is what `rollback` walks
+back. On any error nothing in the registry changes and one line says why.
 
 `mlpipe params [OVERRIDES...]` writes params.yaml from conf/, as `dvc exp run` does.
 `mlpipe params --check -S train.lr=0.01 -S model=vit` writes nothing: it composes those
@@ -28,55 +28,74 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mlpipe.compose import compose, compose_checked, expand_sweeps
 from mlpipe.config import load_section, read_params
-from mlpipe.dataset import ImageSplit, load_dataset
-from mlpipe.errors import ConfigError, MlpipeError, TrackingError
-from mlpipe.evaluate.stats import mcnemar_exact
+from mlpipe.errors import ConfigError, MlpipeError, TrackingError, redact
 from mlpipe.io import atomic_write_text
-from mlpipe.monitor import command as monitor_command
-from mlpipe.register import aliases, promote
+from mlpipe.monitor import command as monitor_command  # light: its body loads lazily
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
-from mlpipe.register.gates import Evaluation
 from mlpipe.runner import error_line
-from mlpipe.tracking import registry
-from mlpipe.tracking.registry import ModelView, VersionView
+
+# MLflow, torch and scipy load in the commands that need them (seconds each): `--help`,
+# `params` and `registry list` stay fast.
+if TYPE_CHECKING:
+    from mlpipe.dataset import ImageSplit
+    from mlpipe.tracking.registry import ModelView, VersionView
 
 PROG = "mlpipe registry"
+PARAM_ROWS = 12  # differing params shown by `compare`
 __all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpipe.cli import`
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{registry,params,monitor}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{registry,params,ui,monitor}"
+    )
     reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
     reg.formatter_class = argparse.RawDescriptionHelpFormatter
-    reg.add_argument("--name", help="registered model (default: params.yaml register.model_name)")
-    reg.add_argument("--params", type=Path, default=Path("params.yaml"))
+    _model_options(reg, defaults=True)
+    # the same options after the verb too (`registry list --name X`); there they default to
+    # nothing, so a value given before the verb is kept
+    after = argparse.ArgumentParser(add_help=False)
+    _model_options(after, defaults=False)
     sub = reg.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="versions with aliases and key metrics")
-    describe = sub.add_parser("describe", help="one version: tags, lineage, card")
+    sub.add_parser("list", help="versions with aliases and key metrics", parents=[after])
+    describe = sub.add_parser("describe", help="one version: tags, lineage, card", parents=[after])
     describe.add_argument("version")
-    promote_cmd = sub.add_parser("promote", help="point an alias at a version, through the gates")
+    promote_cmd = sub.add_parser(
+        "promote", help="point an alias at a version, through the gates", parents=[after]
+    )
     promote_cmd.add_argument("version")
     promote_cmd.add_argument("--alias", default=None, help="default: the champion alias")
     promote_cmd.add_argument("--force", action="store_true", help="skip the gates (recorded)")
     promote_cmd.add_argument("--reason", default="", help="why, for the history")
     promote_cmd.add_argument("--data", type=Path, default=None, help="processed dataset folder")
-    rollback = sub.add_parser("rollback", help="give an alias back to its previous holder")
+    rollback = sub.add_parser(
+        "rollback", help="give an alias back to its previous holder", parents=[after]
+    )
     rollback.add_argument("--alias", default=None, help="default: the champion alias")
     rollback.add_argument("--reason", default="", help="why, for the history")
-    compare = sub.add_parser("compare", help="two versions side by side (+ McNemar)")
-    compare.add_argument("a")
-    compare.add_argument("b")
+    compare = sub.add_parser(
+        "compare",
+        help="two versions side by side (+ McNemar); default: champion and challenger",
+        parents=[after],
+    )
+    compare.add_argument("a", nargs="?", help="default: the champion")
+    compare.add_argument("b", nargs="?", help="default: the challenger")
     compare.add_argument("--data", type=Path, default=None, help="processed dataset folder")
+    ui = groups.add_parser("ui", help="the MLflow UI on the local store, at the runs")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--params", type=Path, default=Path("params.yaml"))
     params = groups.add_parser("params", help="write params.yaml from conf/ (as dvc exp run)")
     params.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. model=cnn train.epochs=5"
@@ -98,10 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    unset = argparse.SUPPRESS
+    parser.add_argument(
+        "--name",
+        default=None if defaults else unset,
+        help="registered model (default: params.yaml register.model_name)",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml") if defaults else unset)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "monitor":
         return monitor_command.main(args)
+    if args.group == "ui":
+        try:
+            run_ui(args)
+        except MlpipeError as exc:
+            print(error_line("mlpipe ui", exc), file=sys.stderr)
+            return 1
+        return 0
     if args.group == "params":
         try:
             (check_params if args.check else write_params)(args)
@@ -116,6 +152,33 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(f"{PROG} {args.command}", exc), file=sys.stderr)
         return 1
     return 0
+
+
+def ui_url(host: str, port: int, experiment_id: str | None) -> str:
+    """Where to point the browser: the experiment's runs, in the UI's model-training mode
+    (the MLflow 3 UI otherwise starts in its GenAI mode: traces, judges, prompts)."""
+    base = f"http://{host}:{port}"
+    if not experiment_id:
+        return base
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_ui(args: argparse.Namespace) -> None:
+    """Print the runs URL, then become `mlflow ui` on the project's store."""
+    from mlpipe.tracking import store
+
+    uri = store.tracking_uri()
+    if store.sqlite_path(uri) is None:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={redact(uri)}: not a local SQLite store; open that "
+            "server's own UI (mlpipe ui serves the project's mlflow.db)"
+        )
+    params = read_params(args.params) if args.params.exists() else {}
+    experiment = str((params.get("tracking") or {}).get("experiment", "mlpipe"))
+    url = ui_url(args.host, args.port, store.experiment_id(experiment))
+    print(f"MLflow UI for experiment {experiment!r}: {url}", file=sys.stderr, flush=True)
+    cmd, env = store.ui_command(uri, args.host, args.port)
+    os.execve(cmd[0], cmd, {**os.environ, **env})
 
 
 def write_params(args: argparse.Namespace) -> None:
@@ -189,6 +252,8 @@ def _when(ms: int) -> str:
 
 
 def cmd_list(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    from mlpipe.tracking import registry
+
     versions = registry.list_versions(cfg.model_name)
     rows = [["version", "aliases", "decision", *GATE_METRICS, "created (UTC)", "run"]]
     for v in versions:
@@ -213,6 +278,8 @@ def _columns(rows: list[list[str]]) -> str:
 
 
 def cmd_describe(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    from mlpipe.tracking import registry
+
     v = registry.get_version(cfg.model_name, args.version)
     print(f"{v.name} v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
     print(f"run: {v.run_id}  created: {_when(v.created_ms)} UTC  uri: {v.uri}")
@@ -223,6 +290,8 @@ def cmd_describe(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> N
 
 
 def _test_set(data: Path) -> tuple[ImageSplit, list[str]]:
+    from mlpipe.dataset import load_dataset
+
     try:
         dataset = load_dataset(data)
     except MlpipeError as exc:
@@ -234,6 +303,8 @@ def gate(
     cfg: RegisterConfig, alias: str, version: VersionView, model: ModelView, data: Path
 ) -> str:
     """The register stage's gates for `version` -> `alias`; the reason, or raise."""
+    from mlpipe.register import promote
+
     checks = [] if version.tags.get("export.passed", "true") == "true" else ["exports failed"]
     test, names = _test_set(data)
     candidate = promote.score_version(version.uri, test, names)
@@ -246,6 +317,9 @@ def gate(
 
 
 def cmd_promote(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    from mlpipe.register import aliases
+    from mlpipe.tracking import registry
+
     alias = _alias(cfg, args.alias)
     with registry.locked(cfg.model_name):  # the gates compare with the champion of now
         model = registry.get_model(cfg.model_name)
@@ -267,6 +341,9 @@ def cmd_promote(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> No
 
 
 def cmd_rollback(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    from mlpipe.register import aliases
+    from mlpipe.tracking import registry
+
     alias = _alias(cfg, args.alias)
     reason = f"rollback: {args.reason}" if args.reason else "rollback"
     with registry.locked(cfg.model_name):
@@ -277,22 +354,54 @@ def cmd_rollback(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> N
 
 
 def cmd_compare(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> None:
+    from mlpipe.tracking import registry
+
     model = registry.get_model(cfg.model_name)
-    a = registry.get_version(cfg.model_name, args.a, model)
-    b = registry.get_version(cfg.model_name, args.b, model)
+    a = registry.get_version(cfg.model_name, _holder(model, args.a, cfg.champion_alias), model)
+    b = registry.get_version(cfg.model_name, _holder(model, args.b, cfg.challenger_alias), model)
     rows = [["", f"v{a.version}", f"v{b.version}"]]
     rows.append(["aliases", ",".join(a.aliases) or "-", ",".join(b.aliases) or "-"])
     rows.append(["decision", a.tags.get("decision", "-"), b.tags.get("decision", "-")])
     rows += [[k, _metric(a.tags, k), _metric(b.tags, k)] for k in GATE_METRICS]
-    for key in ("lineage.git_commit", "lineage.data_md5", "lineage.params_md5"):
+    for key in ("lineage.git_commit", "lineage.data_md5"):
         rows.append([key, a.tags.get(key, "-")[:12], b.tags.get(key, "-")[:12]])
+    rows += _param_rows(a, b)
     print(_columns(rows))
     if not (data / "test.npz").exists():
         print(f"(no test set in {data}: McNemar skipped)")
         return
+    _mcnemar(a, b, data)
+
+
+def _holder(model: ModelView, version: str | None, alias: str) -> str:
+    """The version given, else the one holding `alias`."""
+    if version:
+        return version
+    if alias not in model.aliases:
+        raise TrackingError(f"{model.name} has no @{alias}: give two versions to compare")
+    return model.aliases[alias]
+
+
+def _param_rows(a: VersionView, b: VersionView) -> list[list[str]]:
+    """The training params that differ between the two versions' runs."""
+    from mlpipe.tracking.runs import get_run
+
+    pa = get_run(a.run_id).params if a.run_id else {}
+    pb = get_run(b.run_id).params if b.run_id else {}
+    differ = sorted(k for k in pa.keys() | pb.keys() if pa.get(k) != pb.get(k))
+    rows = [[f"param {k}", pa.get(k, "-"), pb.get(k, "-")] for k in differ[:PARAM_ROWS]]
+    if len(differ) > PARAM_ROWS:
+        rows.append([f"(+{len(differ) - PARAM_ROWS} more params differ)", "", ""])
+    return rows or [["params", "identical", "identical"]]
+
+
+def _mcnemar(a: VersionView, b: VersionView, data: Path) -> None:
+    from mlpipe.evaluate.stats import mcnemar_exact
+    from mlpipe.register import promote
+
     test, names = _test_set(data)
-    ev_a: Evaluation = promote.score_version(a.uri, test, names)
-    ev_b: Evaluation = promote.score_version(b.uri, test, names)
+    ev_a = promote.score_version(a.uri, test, names)
+    ev_b = promote.score_version(b.uri, test, names)
     result = mcnemar_exact(ev_a.correct, ev_b.correct)
     print(
         f"on {result.n} test images: v{a.version} accuracy {ev_a.metrics['accuracy']:.4f}, "

@@ -121,3 +121,38 @@ def _unknown_key(key: str, others: list[str], compose_tree: ComposeTree) -> str:
     keys = ", ".join(str(k) for k in node if parent or k != "hydra")  # hydra: Hydra's own node
     where = f"in {parent}" if parent else "at the top level"
     return f"{key}: no key {name!r} {where} (keys: {keys})"
+
+
+def differing_keys(params: Any, composed: Any) -> list[str]:
+    """Dotted keys whose values differ between two params trees (present in one only too)."""
+    from mlpipe.config import flatten
+
+    ours, theirs = flatten(params or {}), flatten(composed or {})
+    return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+
+
+def stale_message(params_file: Path, keys: list[str], params: Any, composed: Any) -> str:
+    """One line: which keys of params.yaml disagree with conf/, and the fix."""
+    from mlpipe.config import flatten
+
+    ours, theirs = flatten(params or {}), flatten(composed or {})
+    shown = ", ".join(
+        f"{k} ({ours.get(k, '<absent>')} here, {theirs.get(k, '<absent>')} in conf/)"
+        for k in keys[:3]
+    )
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return (
+        f"{params_file} does not match conf/: {shown}{more}. It is generated: run `make params` "
+        "to compose it from conf/, or `dvc exp run -S key=value` to run with overrides"
+    )
+
+
+def check_fresh(repo_root: Path, params_file: Path) -> None:
+    """Refuse a params.yaml that is not the composition of conf/ (plain `dvc repro` after an
+    edit in conf/). `dvc exp run` composes params.yaml itself, with its -S overrides, so the
+    caller skips this inside experiments."""
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    composed = yaml.safe_load(compose_checked(repo_root, []))
+    keys = differing_keys(params, composed)
+    if keys:
+        raise ConfigError(stale_message(params_file, keys, params, composed))

@@ -303,11 +303,8 @@ def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     original = params_path.read_text()
     downstream = [repo / "data/processed", repo / "models/model.pt", repo / "reports/evaluate.json"]
     before = digest(downstream)
-    params = yaml.safe_load(original)
-    params["validate"]["pixel_max"] = 100  # the digits reach 255: pixel_range must fail
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        proc = run(["dvc", "repro"], repo, check=False)
+    try:  # the digits reach 255: pixel_range must fail
+        proc = run(["dvc", "exp", "run", *OVERRIDES, "-S", "validate.pixel_max=100"], repo, False)
     finally:
         params_path.write_text(original)
     assert proc.returncode != 0
@@ -315,3 +312,45 @@ def test_failed_validation_stops_pipeline_and_keeps_outputs(repo: Path) -> None:
     assert "Running stage 'preprocess'" not in proc.stdout
     assert digest(downstream) == before
     assert read_json(repo / "reports/validate.json")["success"] is False
+
+
+def test_plain_repro_after_an_edit_in_conf_is_refused_until_params_is_recomposed(
+    repo: Path,
+) -> None:
+    """`dvc repro` does not compose: after an edit in conf/ it would run on the stale
+    params.yaml. The params stage depends on conf/ and refuses, naming the keys and the fix."""
+    conf = repo / "conf/train/smoke.yaml"
+    original = conf.read_text()
+    outputs = [repo / "models/model.pt", repo / "reports/train.json", repo / "params.yaml"]
+    before = digest(outputs)
+    conf.write_text(original.replace("epochs:", "epochs: 7 #", 1))
+    try:
+        proc = run(["dvc", "repro"], repo, check=False)
+    finally:
+        conf.write_text(original)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("params:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert errors[0].startswith("params: error: params.yaml does not match conf/: "), errors
+    assert "run `make params`" in errors[0]
+    assert [s for s in STAGES if f"Running stage '{s}'" in proc.stdout] == ["params"]
+    assert digest(outputs) == before
+
+
+def test_dvc_plots_show_draws_the_intended_plots_offline(repo: Path, tmp_path: Path) -> None:
+    """Loss, accuracy and the confusion matrix (+ the PNG), no default-template duplicates;
+    the page from `make plots` inlines Vega instead of loading it from a CDN."""
+    from tests.unit.test_plots_page import cache_with_fakes
+
+    template = tmp_path / "template.html"
+    cache = cache_with_fakes(tmp_path)
+    run(
+        [sys.executable, "-m", "mlpipe.plots_page", "--cache", str(cache), "--out", str(template)],
+        repo,
+    )
+    run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "p")], repo)
+    html = (tmp_path / "p" / "index.html").read_text(encoding="utf-8")
+    assert "cdn.jsdelivr" not in html and "window['vega-embed']" in html
+    assert html.count("vegaEmbed(") == 3, html.count("vegaEmbed(")  # loss, accuracy, confusion
+    assert "confusion_matrix.png" in html
+    assert "images_per_second" not in html  # the timing columns are not plotted (nor in the CSV)

@@ -185,3 +185,38 @@ def test_list_describe_and_compare(store, capsys):
     assert cli(store, "views", "compare", "1", "2") == 0
     out = capsys.readouterr().out
     assert "McNemar b=0 (only v1 right)" in out and "v2 1.0000" in out
+
+
+def test_options_after_the_verb_and_compare_defaults_to_champion_and_challenger(store, capsys):
+    """`registry list --name X` works (options after the verb), and `compare` with no
+    versions compares champion and challenger, listing the training params that differ."""
+    import mlflow
+
+    uris = []
+    for lr in ("0.1", "0.01"):
+        with mlflow.start_run():
+            mlflow.log_params({"train.lr": lr, "train.epochs": "3"})
+            split = bands_split()
+            uris.append(
+                logged_model.log_classifier(
+                    Bands(PERFECT).eval(), CLASSES, split.images[::40], name="m"
+                )
+            )
+    for uri in uris:
+        registry.register(uri, "pair", {"decision": "challenger"})
+    after = ["--name", "pair", "--params", str(store["params"])]
+    capsys.readouterr()
+    assert main(["registry", "compare", *after]) == 1  # no aliases yet: one line
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "mlpipe registry compare: error: pair has no @champion: give two versions to compare"
+    ]
+    registry.set_alias("pair", "champion", "1")
+    registry.set_alias("pair", "challenger", "2")
+    assert main(["registry", "list", *after]) == 0
+    assert capsys.readouterr().out.startswith("pair: 2 version(s)\n")
+    assert main(["registry", "compare", *after]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["v1", "v2"]
+    assert ["param", "train.lr", "0.1", "0.01"] in rows
+    assert not any(r[:2] == ["param", "train.epochs"] for r in rows)  # the same in both

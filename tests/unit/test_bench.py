@@ -168,3 +168,24 @@ def test_bench_imports_nothing_a_bare_gpu_box_lacks():
     assert "mlpipe.train.engine" in seen
     extra = {top: where for top, where in third_party.items() if top not in ALLOWED_THIRD_PARTY}
     assert not extra, f"mlpipe.train.bench pulls in {extra} (package: imported by)"
+
+
+def test_without_steps_the_budget_sets_them_and_the_spread_is_reported(tmp_path):
+    data = write_fashion_like(tmp_path / "fmnist")
+    args = [a for a in tiny_args(data, tmp_path / "b.json", "--throughput-only") if a]
+    i = args.index("--steps")
+    del args[i : i + 2]
+    small = tmp_path / "small.json"
+    assert bench.main([*args, "--out", str(small), "--throughput-seconds", "0.001"]) == 0
+    tp = json.loads(small.read_text(encoding="utf-8"))["throughput"]["cnn"]
+    assert tp["steps_per_epoch"] == 2  # the floor, whatever the machine
+    assert tp["calibrated_seconds_per_step"] > 0
+    assert tp["images_per_epoch"] == 2 * 32
+    spread = tp["ratio_spread"]
+    assert spread["min"] <= spread["q1"] <= spread["median"] <= spread["q3"] <= spread["max"]
+    assert spread["median"] == pytest.approx(tp["ratio"])
+    big = tmp_path / "big.json"
+    assert bench.main([*args, "--out", str(big), "--throughput-seconds", "1e6"]) == 0
+    tp = json.loads(big.read_text(encoding="utf-8"))["throughput"]["cnn"]
+    assert tp["steps_per_epoch"] == 6  # capped by the data: 192 train images, batch 32
+    assert tp["images_per_epoch"] == 192

@@ -88,3 +88,19 @@ def test_writing_params_with_a_bad_override_is_one_line_too(capsys, tmp_path):
         "mlpipe params: error: model=nosuch: no option 'nosuch' in config group 'model' "
         "(options: cnn, resnet, vit)"
     ]
+
+
+def test_differing_keys_names_changed_added_and_removed_leaves():
+    from mlpipe.compose import differing_keys, stale_message
+
+    ours = {"train": {"lr": 0.1, "epochs": 3}, "model": {"arch": "cnn", "extra": 1}}
+    theirs = {"train": {"lr": 0.2, "epochs": 3}, "model": {"arch": "cnn"}, "data": {"x": 1}}
+    keys = differing_keys(ours, theirs)
+    assert keys == ["data.x", "model.extra", "train.lr"]
+    line = stale_message(Path("params.yaml"), keys, ours, theirs)
+    assert "\n" not in line
+    assert line.startswith(
+        "params.yaml does not match conf/: data.x (<absent> here, 1 in conf/), "
+        "model.extra (1 here, <absent> in conf/), train.lr (0.1 here, 0.2 in conf/). "
+    )
+    assert differing_keys(ours, ours) == []

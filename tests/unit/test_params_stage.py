@@ -55,7 +55,7 @@ def test_every_other_stage_runs_after_it():
     before the check."""
     made_by = {out: name for name, stage in DVC["stages"].items() for out in _outputs(stage)}
     assert made_by[OUT] == "params"
-    assert _inputs(DVC["stages"]["params"]) == ["pipelines", "src/mlpipe"]
+    assert _inputs(DVC["stages"]["params"]) == ["conf", "hydra_plugins", "pipelines", "src/mlpipe"]
 
     def upstream(name: str) -> set[str]:
         found = {made_by[d] for d in _inputs(DVC["stages"][name]) if d in made_by}
@@ -95,8 +95,9 @@ def test_a_bad_value_in_any_section_is_one_line_and_leaves_the_output(
     assert out.read_bytes() == b"earlier\n"
 
 
-def test_output_bytes_do_not_depend_on_the_values(tmp_path):
+def test_output_bytes_do_not_depend_on_the_values(tmp_path, monkeypatch):
     """So a rerun with other good values leaves ingest (and so every stage) up to date."""
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-1")  # overrides: composed by `dvc exp run`
     outs = []
     for i, overrides in enumerate(
         [[], ["model=vit", "data=digits", "train.lr=0.1", "register.alpha=0.01"], ["model=resnet"]]
@@ -107,3 +108,38 @@ def test_output_bytes_do_not_depend_on_the_values(tmp_path):
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
     assert b"checked_sections" in outs[0] and b"0.1" not in outs[0]
+
+
+def stage_args(path: Path, out: Path) -> list[str]:
+    return ["--params", str(path), "--out", str(out), "--conf", str(REPO / "conf")]
+
+
+def test_params_yaml_that_is_not_the_composition_of_conf_is_refused_outside_experiments(
+    default_params, tmp_path, capsys, monkeypatch
+):
+    """Plain `dvc repro` after an edit in conf/ (params.yaml not recomposed) must not run on
+    the stale values; the stage depends on conf/, so DVC reruns it on such an edit."""
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params = copy.deepcopy(default_params)
+    params["train"]["lr"] = 0.5
+    path, out = write(tmp_path, params), tmp_path / "params.json"
+    out.write_bytes(b"earlier\n")
+    assert params_stage.main(stage_args(path, out)) == 1
+    lines = capsys.readouterr().err.splitlines()
+    lr = default_params["train"]["lr"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"params: error: {path} does not match conf/: train.lr (0.5 here, {lr} in conf/). "
+        "It is generated: run `make params`"
+    ), lines
+    assert out.read_bytes() == b"earlier\n"
+    # inside `dvc exp run` params.yaml is DVC's own composition with the -S overrides
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-1")
+    assert params_stage.main(stage_args(path, out)) == 0
+
+
+def test_the_composition_of_conf_passes(default_params, tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    path, out = write(tmp_path, default_params), tmp_path / "params.json"
+    assert params_stage.main(stage_args(path, out)) == 0
+    assert out.exists()

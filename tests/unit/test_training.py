@@ -511,6 +511,8 @@ def test_history_csv_and_summary():
     lines = history.to_csv().splitlines()
     assert lines[0].startswith("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr")
     assert len(lines) == 3 and "\r" not in history.to_csv()
+    assert lines[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr"  # no clock
+    assert history.to_csv() == train_tiny(epochs=2).to_csv()  # byte-stable for DVC
     summary = history.summary()
     assert summary["epochs"] == 2 and summary["resumed_from_epoch"] == 0
     assert summary["stopped_early"] is False

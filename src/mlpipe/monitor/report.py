@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpipe.io import atomic_path
-from mlpipe.monitor.stats import DriftResult, FamilyResult
 from mlpipe.validate.config import Severity
-from mlpipe.validate.gx import ValidationReport
+
+if TYPE_CHECKING:  # scipy and pandas: `mlpipe --help` imports Exit from here
+    from mlpipe.monitor.stats import DriftResult, FamilyResult
+    from mlpipe.validate.gx import ValidationReport
 
 REPORT_JSON, SUMMARY_PNG = "monitor.json", "monitor.png"
 SHOWN_COLUMNS = 3

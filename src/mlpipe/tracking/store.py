@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -135,6 +136,12 @@ def artifact_location(uri: str) -> str | None:
     return (project_root() / ARTIFACTS_DIR).as_uri()
 
 
+# The MLflow 3 UI opens an experiment of this kind on its runs and model-training views
+# (not the GenAI overview of traces and token usage); the UI's own value for it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def setup(experiment: str) -> str:
     """Point mlflow at the store and select (or create) `experiment`; return its id."""
     connect()
@@ -142,10 +149,32 @@ def setup(experiment: str) -> str:
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             exp_id = str(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older mlpipe
+                client = mlflow.MlflowClient()
+                client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         else:
             location = artifact_location(tracking_uri())
-            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            exp_id = mlflow.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def experiment_id(experiment: str) -> str | None:
+    """The id of `experiment` in the current store, or None (nothing is created)."""
+    try:
+        found = client().get_experiment_by_name(experiment)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
+    return None if found is None else str(found.experiment_id)
+
+
+def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """`mlflow ui` for a local store: one worker and no job runner (the defaults start about
+    16 processes, 3.2 GiB, for the GenAI features). The command and its extra environment."""
+    exe = str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    return [*cmd, "--workers", "1"], {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -3,7 +3,10 @@
 1. Throughput: images/s of `fit` against a bare PyTorch loop (index a batch, forward,
    cross-entropy, backward, AdamW step) on the same model, data, device, batch size and
    precision, in the same run. Each loop runs one warm-up epoch and `--repeats` timed
-   epochs of `--steps` batches; the medians are compared as engine / bare. Both are
+   epochs of `--steps` batches, interleaved (engine, bare, engine, ...); the ratio is the
+   median of the pairs', with its spread. Without `--steps`, the steps per epoch come from
+   a time budget (`--throughput-seconds` per model) and the bare loop's measured time per
+   step, so the three models compare in about 3 minutes even on a 2-core CPU. Both are
    clocked from outside, between the ends of consecutive epochs (the engine through its
    `on_epoch_end` callback, so its per-epoch work, a one-image validation included, counts).
 2. Time to accuracy: seconds of training until the test accuracy, measured after each
@@ -173,11 +176,43 @@ def paired_epochs(
     return engine_s[1:], bare_s[1:], reported[1:]
 
 
+def calibrate_steps(
+    model: nn.Module,
+    train: TensorData,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    seconds: float,
+    epochs: int,
+) -> tuple[int, float]:
+    """Batches per timed epoch so that `epochs` engine and `epochs` bare epochs take about
+    `seconds` in all, from the bare loop's time per step (one warm-up pass, then timed);
+    at least 2. Also the seconds per step measured."""
+    n = min(len(train), 2 * cfg.batch_size)
+    probe = BareLoop(
+        copy.deepcopy(model), TensorData(train.images[:n], train.labels[:n]), cfg, runtime
+    )
+    probe.epoch()  # warm-up: allocations, kernels
+    per_step = probe.epoch() / max(1, -(-n // cfg.batch_size))
+    return max(2, int(seconds / (2 * epochs) / per_step)), per_step
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, quartiles and max: how far the interleaved pairs agree."""
+    if len(values) < 2:
+        return {
+            "min": values[0],
+            "q1": values[0],
+            "median": values[0],
+            "q3": values[0],
+            "max": values[0],
+        }
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"min": min(values), "q1": q1, "median": median, "q3": q3, "max": max(values)}
+
+
 def measure_throughput(
     arch: str, train: TensorData, runtime: Runtime, args: argparse.Namespace
 ) -> dict[str, Any]:
-    n = args.steps * args.batch_size
-    data = TensorData(train.images[:n], train.labels[:n])
     # the bare loop's maths: constant lr, no clipping, no label smoothing
     cfg = train_config(
         args,
@@ -190,6 +225,15 @@ def measure_throughput(
     )
     seed_everything(args.seed)
     model = make_model(arch, train)
+    steps, per_step = args.steps, None
+    if steps is None:  # a time budget: the same ratio quality on a slow CPU, in minutes
+        steps, per_step = calibrate_steps(
+            model, train, cfg, runtime, args.throughput_seconds, args.repeats + 1
+        )
+        log.info("%s: %.3f s per step: %d steps per timed epoch", arch, per_step, steps)
+    steps = min(steps, -(-len(train) // args.batch_size))  # no more than the data holds
+    n = steps * args.batch_size
+    data = TensorData(train.images[:n], train.labels[:n])
     bare_model = copy.deepcopy(model)  # the same initial weights
     if args.compile:
         bare_model = torch.compile(bare_model)  # type: ignore[assignment]
@@ -198,14 +242,18 @@ def measure_throughput(
     )
     engine = [len(data) / s for s in engine_s]
     bare = [len(data) / s for s in bare_s]
+    ratios = [e / b for e, b in zip(engine, bare, strict=True)]
     return {
         "params": count_parameters(model),
+        "steps_per_epoch": steps,
+        "calibrated_seconds_per_step": per_step,
         "images_per_epoch": len(data),
         "timed_epochs": args.repeats,
         "engine_images_per_second": statistics.median(engine),
         "bare_images_per_second": statistics.median(bare),
         # each bare epoch runs right after an engine epoch: the pairs share the machine's load
-        "ratio": statistics.median([e / b for e, b in zip(engine, bare, strict=True)]),
+        "ratio": statistics.median(ratios),
+        "ratio_spread": spread(ratios),
         "ratio_of_medians": statistics.median(engine) / statistics.median(bare),
         "engine_runs": engine,
         "bare_runs": bare,
@@ -335,8 +383,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
     p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=30, help="batches per timed throughput epoch")
-    p.add_argument("--repeats", type=int, default=5, help="timed throughput epochs (median)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="batches per timed throughput epoch (default: from --throughput-seconds)",
+    )
+    p.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=50.0,
+        help="about how long each model's throughput comparison may take (default 50)",
+    )
+    p.add_argument("--repeats", type=int, default=7, help="timed throughput epochs (median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Fashion-MNIST IDX folder")
@@ -352,8 +411,8 @@ def resolve_defaults(args: argparse.Namespace, runtime: Runtime) -> None:
     if unknown or not args.models:
         raise ConfigError(f"--models: unknown {unknown or models!r} (known: cnn, resnet, vit)")
     args.max_epochs = args.max_epochs or (30 if on_gpu else 10)
-    for key in ("max_epochs", "batch_size", "steps", "repeats"):
-        if getattr(args, key) <= 0:
+    for key in ("max_epochs", "batch_size", "steps", "repeats", "throughput_seconds"):
+        if getattr(args, key) is not None and getattr(args, key) <= 0:
             raise ConfigError(f"--{key.replace('_', '-')}: must be > 0")
 
 
