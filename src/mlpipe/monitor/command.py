@@ -59,4 +59,3 @@ def main(args: argparse.Namespace) -> int:
 def fail(code: Exit, exc: BaseException) -> int:
     print(error_line(PROG, exc), file=sys.stderr)
     return int(code)
-
