@@ -18,7 +18,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -28,6 +28,7 @@ help:
 	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT)"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
+	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make exp S='-S train.lr=0.01'  check the overrides (one line if wrong), then dvc exp run"
 	@echo "make lint    ruff + mypy"
@@ -113,6 +114,11 @@ train-ddp: setup
 #   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"
 bench: setup
 	$(BIN)/python -m mlpipe.train.bench $(BENCH_ARGS)
+
+# False alarms on held-out batches, detection by shift and batch size (torch, numpy, scipy):
+#   make bench-monitor BENCH_MONITOR_ARGS="--null-trials 1000 --sizes 50,200"
+bench-monitor: setup
+	$(BIN)/python -m mlpipe.monitor.bench $(BENCH_MONITOR_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

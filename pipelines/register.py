@@ -11,11 +11,12 @@ from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
 from mlpipe.io import atomic_write_json, read_json
 from mlpipe.models.checkpoint import load_checkpoint
+from mlpipe.monitor.reference import build_reference, save_reference
 from mlpipe.register import candidate, lineage
 from mlpipe.register.config import RegisterConfig
 from mlpipe.register.stage import register_candidate
 from mlpipe.runner import run_stage
-from mlpipe.tracking import runs
+from mlpipe.tracking import monitoring, runs
 
 log = logging.getLogger("mlpipe.register")
 SECTIONS = {"register": RegisterConfig}
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, required=True, help="holds model.pt")
     parser.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="for data lineage")
     parser.add_argument("--out", type=Path, required=True, help="register.json to write")
+    parser.add_argument(
+        "--monitor-dir", type=Path, default=None, help="the monitoring reference (and on the run)"
+    )
     return parser.parse_args(argv)
 
 
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_checkpoint(args.model_dir / "model.pt")
         run = runs.get_run(train["run_id"])
         md5 = lineage.data_md5(args.lock, "train", args.data)
+        if args.monitor_dir is not None:  # before registering: every version has one
+            save_reference(build_reference(model, dataset), args.monitor_dir)
+            monitoring.log_reference(run.run_id, args.monitor_dir)
         report = register_candidate(
             cfg, dataset, scores, predicted, model, train["model_uri"], run, md5
         )

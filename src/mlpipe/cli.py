@@ -1,4 +1,4 @@
-"""The `mlpipe` command: `mlpipe registry ...` and `mlpipe params`.
+"""The `mlpipe` command: `mlpipe registry ...`, `mlpipe params` and `mlpipe monitor`.
 
 `mlpipe registry`: list, inspect, promote, roll back and compare registered versions.
 
@@ -19,6 +19,9 @@ back. On any error nothing in the registry changes and one line says why.
 overrides (each combination of a sweep) and checks every section with the stages' schemas,
 one line for the first problem. Run it before `dvc exp run -S ...`, whose own composition
 reports an unknown key or config group as a multi-line "unexpected error".
+
+`mlpipe monitor --model models:/<name>@champion --images <folder or .npz>`: data checks
+and drift against the version's training reference (mlpipe.monitor.command: exit codes).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mlpipe.compose import compose, compose_checked, expand_sweeps
 from mlpipe.config import load_section, read_params
 from mlpipe.errors import ConfigError, MlpipeError, TrackingError, redact
 from mlpipe.io import atomic_write_text
+from mlpipe.monitor import command as monitor_command  # light: its body loads lazily
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
 from mlpipe.runner import error_line
 
@@ -53,7 +57,9 @@ __all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpip
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{registry,params,ui}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{registry,params,ui,monitor}"
+    )
     reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
     reg.formatter_class = argparse.RawDescriptionHelpFormatter
     _model_options(reg, defaults=True)
@@ -107,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
     params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
+    monitor_command.add_parser(groups)
     return parser
 
 
@@ -122,6 +129,8 @@ def _model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group == "monitor":
+        return monitor_command.main(args)
     if args.group == "ui":
         try:
             run_ui(args)

@@ -166,6 +166,26 @@ def test_logged_model_serves_predictions(repo: Path) -> None:
     assert np.stack(predictions["probabilities"]).shape == (64, 10)
 
 
+def test_monitor_watches_the_champion(repo: Path, tmp_path: Path) -> None:
+    """register stored the monitoring reference with the version (and in models/monitor);
+    `mlpipe monitor` finds no drift in the held-out test images and drift in brighter ones."""
+    import numpy as np
+
+    assert (repo / "models/monitor/reference.json").is_file()
+    with np.load(repo / "data/processed/test.npz") as npz:
+        images = npz["images"]
+    np.savez(tmp_path / "held_out.npz", images=images)
+    np.savez(tmp_path / "brighter.npz", images=np.clip(images.astype(int) + 60, 0, 255))
+    monitor = [sys.executable, "-m", "mlpipe.cli", "monitor", "--out", str(tmp_path / "out")]
+    champion = ["--model", "models:/digits-classifier@champion"]
+    ok = run([*monitor, *champion, "--images", str(tmp_path / "held_out.npz")], repo)
+    assert f"ok: no drift in {len(images)} images" in ok.stdout
+    drift = run([*monitor, *champion, "--images", str(tmp_path / "brighter.npz")], repo, False)
+    assert drift.returncode == 1 and "drift: pixels" in drift.stdout, drift.stderr
+    report = read_json(tmp_path / "out" / "monitor.json")
+    assert report["model"]["version"] == "1" and report["outcome"] == "drift"
+
+
 def test_nothing_changed_reruns_nothing(repo: Path) -> None:
     out = run(["dvc", "repro"], repo).stdout
     assert "Data and pipelines are up to date." in out
