@@ -311,3 +311,31 @@ def test_credentials_never_reach_the_error_line(tmp_path: Path) -> None:
     assert "s3cret" not in out.stderr + out.stdout
     assert "http://alice:***@127.0.0.1:9" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- experiments started together go under one parent run ------------------------------
+
+
+def sweep_worker(barrier: Any, results: Any, root: str, rounds: int) -> None:
+    parents = []
+    for r in range(rounds):
+        use_store(f"sqlite:///{root}/mlflow.db")
+        tags = {"mlpipe.stage": "train", runs.BASELINE_TAG: str(r) * 40}  # a commit
+        tracking_store.setup("sweeps")
+        barrier.wait()
+        with runs.start_run("sweeps", f"exp-{os.getpid()}-{r}", tags) as run_id:
+            parents.append(tracking_store.client().get_run(run_id).data.tags["mlflow.parentRunId"])
+    results.put(parents)
+
+
+def test_experiments_of_one_baseline_share_one_parent_run(tmp_path: Path) -> None:
+    rounds, workers = 4, 4
+    out = run_workers(sweep_worker, [(str(tmp_path), rounds)] * workers)
+    use_store(f"sqlite:///{tmp_path}/mlflow.db")
+    client = tracking_store.client()
+    exp_id = tracking_store.experiment_id("sweeps")
+    for r in range(rounds):
+        assert len({parents[r] for parents in out}) == 1, [p[r] for p in out]
+        alive = client.search_runs([exp_id], f"tags.`{runs.SWEEP_TAG}` = '{str(r) * 40}'")
+        assert [a.info.run_id for a in alive] == [out[0][r]]
+        assert alive[0].info.run_name == f"experiments from {str(r) * 8}"

@@ -757,3 +757,14 @@ def test_progress_lines_when_output_is_not_a_terminal(caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="mlpipe.train.engine"):
         train_tiny(epochs=1)
     assert not [r for r in caplog.records if "steps/s" in r.getMessage()]
+
+
+def test_run_names_tell_runs_apart():
+    from datetime import UTC, datetime
+
+    from mlpipe.train.stage import run_name
+
+    at = datetime(2026, 12, 3, 17, 5, 9, tzinfo=UTC)
+    assert run_name("cnn", {"dvc_exp_name": "brisk-fox", "git_commit": "a" * 40}) == "cnn-brisk-fox"
+    assert run_name("vit", {"git_commit": "0123456789ab"}, at) == "vit-01234567-1203-170509"
+    assert run_name("cnn", {}, at) == "cnn-local-1203-170509"

@@ -25,6 +25,8 @@ from mlpipe.tracking import store
 
 log = logging.getLogger(__name__)
 HOST_TAG, PID_TAG = "mlpipe.host", "mlpipe.pid"
+BASELINE_TAG = "dvc_exp_baseline_rev"
+SWEEP_TAG = "mlpipe.sweep"  # on the parent run: the baseline commit it groups
 
 
 def run_tags(stage: str) -> dict[str, str]:
@@ -36,7 +38,7 @@ def run_tags(stage: str) -> dict[str, str]:
         tags["git_commit"] = commit
     for env, tag in [
         ("DVC_EXP_NAME", "dvc_exp_name"),
-        ("DVC_EXP_BASELINE_REV", "dvc_exp_baseline_rev"),
+        ("DVC_EXP_BASELINE_REV", BASELINE_TAG),
     ]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
@@ -89,14 +91,46 @@ def close_orphans(experiment_id: str) -> list[str]:
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
-    """Open the pipeline execution's run; yields its id."""
+    """Open the pipeline execution's run; yields its id. During `dvc exp run` (a baseline
+    commit in `tags`) the run is a child of the parent that groups the experiments made
+    from that commit, a sweep among them."""
     exp_id = store.setup(experiment)
     try:
         close_orphans(exp_id)
+        baseline = tags.get(BASELINE_TAG)
+        parent = sweep_parent(exp_id, baseline) if baseline else None
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {store.display_uri()}: {exc.message}") from None
-    with mlflow.start_run(run_name=run_name, tags=tags | owner_tags()) as run:
+    with mlflow.start_run(run_name=run_name, tags=tags | owner_tags(), parent_run_id=parent) as run:
         yield str(run.info.run_id)
+
+
+def sweep_parent(exp_id: str, baseline: str) -> str:
+    """The parent run of the experiments from `baseline` (a commit): found, else made.
+
+    Experiments started together (`dvc queue start -j 2`) may each make one: every maker
+    then keeps the oldest (start time, then id) and deletes its own if it lost, so all of
+    them end up under the same parent.
+    """
+    c = store.client()
+    query = f"tags.`{SWEEP_TAG}` = '{baseline}'"
+
+    def oldest() -> str | None:
+        found = c.search_runs([exp_id], query, max_results=50)
+        runs_ = sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
+        return str(runs_[0].info.run_id) if runs_ else None
+
+    existing = oldest()
+    if existing is not None:
+        return existing
+    made = c.create_run(
+        exp_id, run_name=f"experiments from {baseline[:8]}", tags={SWEEP_TAG: baseline}
+    )
+    c.set_terminated(made.info.run_id)  # a folder for the runs, not a computation
+    winner = oldest() or made.info.run_id
+    if winner != made.info.run_id:
+        c.delete_run(made.info.run_id)
+    return winner
 
 
 @contextlib.contextmanager

@@ -154,20 +154,32 @@ def setup(experiment: str) -> str:
     """Point mlflow at the store and select (or create) `experiment`; return its id."""
     connect()
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            exp_id = str(found.experiment_id)
-            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older mlpipe
-                client = mlflow.MlflowClient()
-                client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
-        else:
-            location = artifact_location(tracking_uri())
-            exp_id = mlflow.create_experiment(
-                experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
-            )
+        exp_id = _get_or_create(experiment)
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {display_uri()}: {redact(exc.message)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def _get_or_create(experiment: str) -> str:
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        location = artifact_location(tracking_uri())
+        try:
+            return str(
+                mlflow.create_experiment(
+                    experiment,
+                    artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
+                )
+            )
+        except MlflowException:
+            found = mlflow.get_experiment_by_name(experiment)  # made at the same moment?
+            if found is None:
+                raise
+    exp_id = str(found.experiment_id)
+    if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older mlpipe
+        mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return exp_id
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,15 @@ def log_epoch(stats: EpochStats | dict[str, Any]) -> None:
     runs.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
 
+def run_name(arch: str, tags: dict[str, str], now: datetime | None = None) -> str:
+    """`cnn-<dvc experiment>`, else `cnn-<commit>-<UTC time>`: every plain `dvc repro` of
+    one commit was `cnn-<commit>` before, so its runs could not be told apart."""
+    if tags.get("dvc_exp_name"):
+        return f"{arch}-{tags['dvc_exp_name']}"
+    when = (now or datetime.now(UTC)).strftime("%m%d-%H%M%S")
+    return f"{arch}-{tags.get('git_commit', 'local')[:8]}-{when}"
+
+
 @contextlib.contextmanager
 def open_run(cfg: dict[str, Any], previous: str | None) -> Iterator[tuple[str, bool]]:
     """Reopen the killed run's MLflow run when resuming; else (or if it is gone) a new one."""
@@ -125,8 +135,7 @@ def open_run(cfg: dict[str, Any], previous: str | None) -> Iterator[tuple[str, b
                 log.warning("%s; logging to a new MLflow run", exc)
         if run_id is None:
             tags = runs.run_tags("train")
-            suffix = tags.get("dvc_exp_name", tags.get("git_commit", "local")[:8])
-            name = f"{cfg['model'].arch}-{suffix}"
+            name = run_name(cfg["model"].arch, tags)
             run_id = stack.enter_context(runs.start_run(cfg["tracking"].experiment, name, tags))
             yield run_id, False
         else:
