@@ -76,11 +76,13 @@ def _classifier_signature(image_shape: list[int]) -> Any:
 
 
 def _serving_requirements(torch_version: str) -> list[str]:
-    """Pinned, so the model's environment is explicit (and inference of it is skipped)."""
+    """Pinned, so the model's environment is explicit (and inference of it is skipped).
+    mlflow-skinny, not mlflow: it loads and serves a pyfunc (FastAPI scoring server
+    included) without the tracking server, UI and their dependencies."""
     import pandas
 
     return [
-        f"mlflow=={mlflow.__version__}",
+        f"mlflow-skinny=={mlflow.__version__}",
         f"torch=={torch_version.split('+')[0]}",
         f"numpy=={np.__version__}",
         f"pandas=={pandas.__version__}",
