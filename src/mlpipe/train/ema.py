@@ -4,6 +4,12 @@ ema <- d * ema + (1 - d) * weights, with d = min(decay, (1 + n) / (10 + n)) afte
 update, so the random initial weights are forgotten early (as TF's ExponentialMovingAverage
 with num_updates, or timm's ModelEma warm-up). Floating-point buffers (BatchNorm running
 statistics) are averaged the same way; integer buffers (batch counters) are copied.
+
+Kept instead of torch.optim.swa_utils.AveragedModel + get_ema_multi_avg_fn: that one has a
+fixed decay (no warm-up) and rebuilds its parameter lists on every update; measured on
+the CPU (one thread, 7 x 100 updates, medians) it took 4.8x the time per update for the
+CNN and 2.7x for the ResNet (0.30 vs 0.06 ms, 3.1 vs 1.1 ms). Both use torch's fused
+_foreach_lerp_.
 """
 
 from __future__ import annotations
