@@ -149,8 +149,11 @@ def delete_alias(name: str, alias: str) -> None:
 
 
 @contextlib.contextmanager
-def locked(name: str, lease: bool | None = None, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold the right to read and move the aliases of `name` (and register versions).
+def locked(
+    name: str, lease: bool | None = None, wait_s: float = LOCK_WAIT_S, purpose: str = "registry"
+) -> Iterator[None]:
+    """Hold the right to read and move the aliases of `name` (and register versions); with
+    another `purpose`, the right to do that (the lease is then named after `name` alone).
 
     SQLite store: a file lock beside the database, freed by the kernel if the holder dies.
     Any other store: a lease, i.e. a registered model `<name>.mlpipe-lock` (creating a
@@ -161,12 +164,12 @@ def locked(name: str, lease: bool | None = None, wait_s: float = LOCK_WAIT_S) ->
     db = store.sqlite_path(store.tracking_uri())
     if db is not None and not lease:
         try:
-            with store.lock_for(db, "registry").acquire(timeout=wait_s):
+            with store.lock_for(db, purpose).acquire(timeout=wait_s):
                 yield
         except Timeout:
             raise TrackingError(
-                f"registry of {store.display_uri()} still locked after {wait_s:.0f} s "
-                f"({db}.registry.lock): another register or promote is stuck"
+                f"{purpose} lock of {store.display_uri()} still held after {wait_s:.0f} s "
+                f"({db}.{purpose}.lock): another process is stuck holding it"
             ) from None
         return
     lease_name = _acquire_lease(name, wait_s)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 HOST_TAG, PID_TAG = "mlpipe.host", "mlpipe.pid"
 BASELINE_TAG = "dvc_exp_baseline_rev"
 SWEEP_TAG = "mlpipe.sweep"  # on the parent run: the baseline commit it groups
+SWEEP_LOCK_WAIT_S = 120.0  # a lookup-or-create takes milliseconds; this waits out a crowd
 
 
 def run_tags(stage: str) -> dict[str, str]:
@@ -108,29 +109,24 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[
 def sweep_parent(exp_id: str, baseline: str) -> str:
     """The parent run of the experiments from `baseline` (a commit): found, else made.
 
-    Experiments started together (`dvc queue start -j 2`) may each make one: every maker
-    then keeps the oldest (start time, then id) and deletes its own if it lost, so all of
-    them end up under the same parent.
+    Experiments started together (`dvc queue start -j 2`) look for it at the same moment:
+    the lookup and the creation hold a lock (a file lock beside a SQLite store, a lease in
+    the registry of any other store), so exactly one of them makes it.
     """
+    from mlpipe.tracking import registry  # registry imports nothing of this module
+
     c = store.client()
     query = f"tags.`{SWEEP_TAG}` = '{baseline}'"
-
-    def oldest() -> str | None:
+    with registry.locked(f"mlpipe-sweeps-{exp_id}", wait_s=SWEEP_LOCK_WAIT_S, purpose="sweep"):
         found = c.search_runs([exp_id], query, max_results=50)
-        runs_ = sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
-        return str(runs_[0].info.run_id) if runs_ else None
-
-    existing = oldest()
-    if existing is not None:
-        return existing
-    made = c.create_run(
-        exp_id, run_name=f"experiments from {baseline[:8]}", tags={SWEEP_TAG: baseline}
-    )
-    c.set_terminated(made.info.run_id)  # a folder for the runs, not a computation
-    winner = oldest() or made.info.run_id
-    if winner != made.info.run_id:
-        c.delete_run(made.info.run_id)
-    return winner
+        if found:  # the oldest, should an older mlpipe have left several
+            oldest = min(found, key=lambda r: (r.info.start_time, r.info.run_id))
+            return str(oldest.info.run_id)
+        made = c.create_run(
+            exp_id, run_name=f"experiments from {baseline[:8]}", tags={SWEEP_TAG: baseline}
+        )
+        c.set_terminated(made.info.run_id)  # a folder for the runs, not a computation
+        return str(made.info.run_id)
 
 
 @contextlib.contextmanager
