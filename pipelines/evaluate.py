@@ -17,7 +17,12 @@ import torch
 from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
 from mlpipe.evaluate.config import EvaluateConfig
-from mlpipe.evaluate.metrics import classification_metrics, flat_metrics, predictions_csv
+from mlpipe.evaluate.metrics import (
+    classification_metrics,
+    flat_metrics,
+    headline,
+    predictions_csv,
+)
 from mlpipe.evaluate.plots import save_confusion_matrix
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.models import predict_logits
@@ -36,7 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="processed dataset folder")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--train-report", type=Path, required=True, help="train.json (run id)")
-    parser.add_argument("--report", type=Path, required=True, help="evaluate.json to write")
+    parser.add_argument(
+        "--report", type=Path, required=True, help="evaluate.json: headline metrics (DVC)"
+    )
+    parser.add_argument(
+        "--details",
+        type=Path,
+        required=True,
+        help="evaluate_details.json: also per-class figures and the confusion matrix",
+    )
     parser.add_argument("--plots", type=Path, required=True, help="folder for plot files")
     return parser.parse_args(argv)
 
@@ -58,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         save_confusion_matrix(metrics["confusion_matrix"], names, png, title)
         csv_text = predictions_csv(test.labels.tolist(), y_pred.tolist(), names)
         atomic_write_text(args.plots / "predictions.csv", csv_text)
-        atomic_write_json(args.report, metrics)
+        atomic_write_json(args.details, metrics)
+        atomic_write_json(args.report, headline(metrics))
         with runs.resume_run(run_id):
             runs.log_metrics(flat_metrics(metrics))
             runs.log_artifact(png, ARTIFACTS)
             runs.log_artifact(args.report, ARTIFACTS)
+            runs.log_artifact(args.details, ARTIFACTS)
         log.info(
             "test accuracy %.4f, macro-F1 %.4f on %d images (run %s)",
             metrics["accuracy"],

@@ -90,10 +90,15 @@ def test_hydra_override_composed_params(repo: Path) -> None:
 
 
 def test_metrics_written(repo: Path) -> None:
-    metrics = read_json(repo / "reports/evaluate.json")
+    metrics = read_json(repo / "reports/evaluate_details.json")
     assert metrics["n"] == 360  # 20 % of the 1,797 digits, stratified
     assert metrics["accuracy"] > 0.8  # a real model, trained for two epochs
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
+    # DVC metrics: the headline figures only (dvc exp show had 40 per-class columns)
+    headline = read_json(repo / "reports/evaluate.json")
+    assert headline == {k: metrics[k] for k in ("accuracy", "macro_f1", "worst_class_recall", "n")}
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert not any("per_class" in json.dumps(v) for v in shown.values())
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
     assert read_json(repo / "reports/validate.json")["success"] is True
     # every stage writes reports/<stage>.json

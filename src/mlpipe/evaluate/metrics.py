@@ -50,6 +50,15 @@ def classification_metrics(
     }
 
 
+HEADLINE = ("accuracy", "macro_f1", "worst_class_recall", "n")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures `dvc exp show` and `dvc metrics diff` show (reports/evaluate.json); the
+    per-class figures and the confusion matrix go to a separate, non-metric file."""
+    return {k: metrics[k] for k in HEADLINE if k in metrics}
+
+
 def flat_metrics(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
     """MLflow-ready scalars: test_accuracy, test_recall_T-shirt_top, ..."""
     flat = {
