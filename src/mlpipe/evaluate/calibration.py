@@ -29,3 +29,22 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Multi-class Brier score: mean squared distance to the one-hot label."""
     onehot = np.eye(probs.shape[1])[labels]
     return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
+    """Temperature T > 0 minimising NLL of softmax(logits / T); fit it on the validation split."""
+    import torch
+
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().item())
