@@ -25,7 +25,7 @@ help:
 	@echo "make test    install everything, then run the test suite"
 	@echo "make ui      MLflow UI on the local store (http://127.0.0.1:$(UI_PORT))"
 	@echo "make plots   dvc plots show, viewable offline -> dvc_plots/index.html"
-	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT)"
+	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT) (more options: SERVE_ARGS='--model URI')"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
@@ -97,11 +97,10 @@ plots: setup
 ui: setup
 	$(BIN)/mlpipe ui --host 127.0.0.1 --port $(UI_PORT)
 
+# SERVE_ARGS: more `mlpipe serve` options, e.g. SERVE_ARGS='--model models:/fashion-mnist/3'
 serve: setup
-	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['register']['model_name'])"); \
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-	  $(BIN)/mlflow models serve -m "models:/$$name@champion" \
-	  --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	  $(BIN)/mlpipe serve --host 127.0.0.1 --port $(SERVE_PORT) $(SERVE_ARGS)
 
 # The train stage under torchrun; `dvc commit` records its outputs so dvc repro does not retrain.
 train-ddp: setup
