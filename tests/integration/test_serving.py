@@ -208,6 +208,17 @@ def test_whole_number_float_pixels_are_accepted(served):
     assert [r["label"] for r in body["predictions"]] == served["offline"]["label"][:8].tolist()
 
 
+def test_instances_and_any_integer_spelling_are_accepted(served):
+    batch = served["test"][:4].tolist()
+    for key in ("instances", "inputs"):
+        payload = json.dumps({key: batch}, separators=(",", ":")).encode()
+        status, body = post(
+            served["url"], payload, {"Content-Type": "application/json; charset=utf-8"}
+        )
+        assert status == 200, body
+        assert [r["label"] for r in body["predictions"]] == served["offline"]["label"][:4].tolist()
+
+
 def test_pixels_scaled_to_one_get_400_naming_the_dtype(served):
     scaled = (served["test"][:8] / 255).tolist()
     status, body = post(served["url"], json.dumps({"inputs": scaled}).encode())
