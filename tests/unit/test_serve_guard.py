@@ -216,3 +216,16 @@ def test_mlflow_errors_are_cut_to_their_reason() -> None:
     status, headers, answer, _ = call(RequestGuard(inner, LIMITS), body(images()))
     assert (status, answer) == (400, {"error_code": "BAD_REQUEST", "message": "dtype went wrong"})
     assert int(headers[b"content-length"]) < 200
+
+
+def test_large_bodies_are_checked_in_a_thread_with_the_same_answers() -> None:
+    limits = RequestLimits((1, 28, 28))
+    batch = np.random.default_rng(0).integers(0, 256, (100, 1, 28, 28))
+    inner = FakeMlflow()
+    payload = body(batch.tolist())
+    assert len(payload) > 64 * 1024
+    assert call(RequestGuard(inner, limits), payload)[0] == 200
+    assert inner.bodies == [payload]
+    status, _, answer, _ = call(RequestGuard(inner, limits), body((batch / 255).tolist()))
+    assert status == 400 and "scaled to 0..1" in answer["message"]
+    assert len(inner.bodies) == 1

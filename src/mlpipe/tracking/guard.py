@@ -19,6 +19,7 @@ unchanged. Pure: numpy and the standard library, no server; see tracking/server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ PIXEL_MAX = 255
 MAX_BATCH = 1024  # images per request
 BYTES_PER_VALUE = 6  # "255, " plus brackets, in compact JSON
 SLACK_BYTES = 64 * 1024
+THREAD_BYTES = 64 * 1024  # larger bodies are checked in a worker thread
 MAX_MESSAGE = 300  # characters of an error message passed on from MLflow
 JSON_TYPE = "application/json"
 EXPECTED = f"integers 0..{PIXEL_MAX} (uint8 pixels)"
@@ -126,7 +128,7 @@ def _as_array(images: list[Any], limits: RequestLimits, form: str) -> np.ndarray
     depth, first = 0, images
     while isinstance(first, list) and first and depth <= 4:
         first, depth = first[0], depth + 1
-    if depth > 4 or isinstance(first, (list, dict)):
+    if depth > 4 or isinstance(first, list):
         raise Rejection(400, f"nested deeper than images {limits.shape_text}; {form}")
     try:
         array = np.asarray(images)
@@ -182,7 +184,10 @@ class RequestGuard:
         check_content_type(headers.get(b"content-type"))
         check_length(headers.get(b"content-length"), self.limits)
         body = await read_body(receive, self.limits)
-        parse_images(body, self.limits)
+        if len(body) > THREAD_BYTES:  # ~20 ms per MB: keep the event loop answering
+            await asyncio.to_thread(parse_images, body, self.limits)
+        else:
+            parse_images(body, self.limits)
         if _has_boolean(body):
             raise Rejection(400, f"pixel values must be {EXPECTED}, got booleans")
         return body
