@@ -18,16 +18,17 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
 	@echo "make test    install everything, then run the test suite"
 	@echo "make ui      MLflow UI on the local store (http://127.0.0.1:$(UI_PORT))"
 	@echo "make plots   dvc plots show, viewable offline -> dvc_plots/index.html"
-	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT)"
+	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT) (more options: SERVE_ARGS='--model URI')"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
+	@echo "make bench-serve  request latency p50/p99, with and without the serving guard"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make exp S='-S train.lr=0.01'  check the overrides (one line if wrong), then dvc exp run"
@@ -97,11 +98,10 @@ plots: setup
 ui: setup
 	$(BIN)/mlpipe ui --host 127.0.0.1 --port $(UI_PORT)
 
+# SERVE_ARGS: more `mlpipe serve` options, e.g. SERVE_ARGS='--model models:/fashion-mnist/3'
 serve: setup
-	@name=$$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['register']['model_name'])"); \
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-	  $(BIN)/mlflow models serve -m "models:/$$name@champion" \
-	  --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	  $(BIN)/mlpipe serve --host 127.0.0.1 --port $(SERVE_PORT) $(SERVE_ARGS)
 
 # The train stage under torchrun; `dvc commit` records its outputs so dvc repro does not retrain.
 train-ddp: setup
@@ -119,6 +119,11 @@ bench: setup
 #   make bench-monitor BENCH_MONITOR_ARGS="--null-trials 1000 --sizes 50,200"
 bench-monitor: setup
 	$(BIN)/python -m mlpipe.monitor.bench $(BENCH_MONITOR_ARGS)
+
+# Batch-1 and batch-1024 latency p50/p99, mlflow models serve vs mlpipe serve (same model):
+#   make bench-serve BENCH_SERVE_ARGS="--requests 5000"
+bench-serve: setup
+	$(BIN)/python -m mlpipe.tracking.serve_bench $(BENCH_SERVE_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

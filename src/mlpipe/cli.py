@@ -22,6 +22,10 @@ reports an unknown key or config group as a multi-line "unexpected error".
 
 `mlpipe monitor --model models:/<name>@champion --images <folder or .npz>`: data checks
 and drift against the version's training reference (mlpipe.monitor.command: exit codes).
+
+`mlpipe serve [--model models:/<name>@champion] [--host 127.0.0.1] [--port 5001]`: the model
+behind MLflow's scoring server and a guard that answers 415, 413 and 400 before MLflow
+parses a request (mlpipe.tracking.guard).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from mlpipe.errors import ConfigError, MlpipeError, TrackingError, redact
 from mlpipe.io import atomic_write_text
 from mlpipe.monitor import command as monitor_command  # light: its body loads lazily
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
-from mlpipe.runner import error_line
+from mlpipe.runner import configure_logging, error_line
 
 # MLflow, torch and scipy load in the commands that need them (seconds each): `--help`,
 # `params` and `registry list` stay fast.
@@ -58,7 +62,7 @@ __all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpip
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{registry,params,ui,monitor}"
+        dest="group", required=True, metavar="{registry,params,ui,monitor,serve}"
     )
     reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
     reg.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -114,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
     params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
     monitor_command.add_parser(groups)
+    serve = groups.add_parser(
+        "serve", help="serve a registered model over HTTP, requests checked before MLflow"
+    )
+    serve.add_argument("--model", default=None, help="default: models:/<name>@champion")
+    _model_options(serve, defaults=True)
+    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--max-batch", type=int, default=1024, help="images per request")
     return parser
 
 
@@ -136,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             run_ui(args)
         except MlpipeError as exc:
             print(error_line("mlpipe ui", exc), file=sys.stderr)
+            return 1
+        return 0
+    if args.group == "serve":
+        try:
+            run_serve(args)
+        except MlpipeError as exc:
+            print(error_line("mlpipe serve", exc), file=sys.stderr)
             return 1
         return 0
     if args.group == "params":
@@ -179,6 +198,20 @@ def run_ui(args: argparse.Namespace) -> None:
     print(f"MLflow UI for experiment {experiment!r}: {url}", file=sys.stderr, flush=True)
     cmd, env = store.ui_command(uri, args.host, args.port)
     os.execve(cmd[0], cmd, {**os.environ, **env})
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Serve --model (default: the champion of --name or register.model_name) until ^C."""
+    if args.max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {args.max_batch}")
+    model = args.model
+    if model is None:
+        cfg, _ = resolve(args)
+        model = f"models:/{cfg.model_name}@{cfg.champion_alias}"
+    configure_logging()
+    from mlpipe.tracking import server
+
+    server.serve(model, args.host, args.port, args.max_batch)
 
 
 def write_params(args: argparse.Namespace) -> None:

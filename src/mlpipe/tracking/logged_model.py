@@ -29,7 +29,8 @@ def log_classifier(
     """Log `model` (raw pixels -> logits) as a pyfunc that serves without this repository.
 
     The pyfunc (serving.py, logged as code) runs a TorchScript copy of model + softmax:
-    raw images (N, C, H, W) uint8 in; `label`, `probability`, `probabilities` out.
+    raw images (N, C, H, W) of integers 0..255 in; `label`, `probability`, `probabilities`
+    out.
     `input_example`: a few raw training images, (N >= 2, C, H, W). Returns the model URI.
     """
     import torch
@@ -38,6 +39,7 @@ def log_classifier(
 
     example = np.ascontiguousarray(input_example).astype(np.uint8)
     image_shape = [int(d) for d in example.shape[1:]]
+    shape_text = f"(N, {', '.join(map(str, image_shape))})"
     with tempfile.TemporaryDirectory() as tmp:
         cpu_copy = copy.deepcopy(model).cpu().eval()  # the caller's model stays where it is
         script = export_torchscript(cpu_copy, example, Path(tmp) / TORCHSCRIPT_FILE)
@@ -51,7 +53,7 @@ def log_classifier(
             pip_requirements=_serving_requirements(torch.__version__),
             metadata={
                 "class_names": list(class_names),
-                "input": f"raw pixels 0..255, uint8, shape (N, {', '.join(map(str, image_shape))})",
+                "input": f"raw pixels: integers 0..255 (uint8), shape {shape_text}",
                 "output": "label, probability, probabilities (in class_names order)",
                 **(metadata or {}),
             },
@@ -61,10 +63,13 @@ def log_classifier(
 
 def _classifier_signature(image_shape: list[int]) -> Any:
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
+    from mlflow.types.schema import Array, ColSpec, Schema
 
+    # No input schema: MLflow would cast every request to its dtype before the model sees
+    # it (floats 0..1 to uint8 0, status 200) and refuse other integer arrays offline. The
+    # pyfunc checks its input itself (serving.as_images); `metadata["input"]` describes it.
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *image_shape))]),
+        inputs=None,
         outputs=Schema(
             [
                 ColSpec("string", "label"),

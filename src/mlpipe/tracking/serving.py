@@ -4,10 +4,11 @@ Logged as "models from code" (`logged_model.log_classifier`): MLflow copies this
 into the model and executes it at load time, so serving needs torch, numpy, pandas and
 mlflow, and nothing from this repository: it imports nothing from mlpipe.
 
-The model takes raw images, (N, C, H, W) pixel values 0..255 (uint8, or any integer or
-float array holding such values), runs the TorchScript artifact (normalisation is
-inside it) and returns one row per image: `label` (the class name), `probability`
-(of that class) and `probabilities` (all classes, in `class_names` order).
+The model takes raw images, (N, C, H, W) pixel values: integers 0..255 (uint8, or any
+integer array, or a float array of whole numbers; 0.5 is refused, not rounded), runs the
+TorchScript artifact (normalisation is inside it) and returns one row per image: `label`
+(the class name), `probability` (of that class) and `probabilities` (all classes, in
+`class_names` order).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mlflow.pyfunc.model import PythonModel
 TORCHSCRIPT_ARTIFACT = "torchscript"
 BATCH_SIZE = 256  # images per forward pass: bounds memory for large requests
 PIXEL_MAX = 255
+EXPECTED = f"integers 0..{PIXEL_MAX} (uint8 pixels)"
 
 
 def as_images(data: Any, image_shape: tuple[int, int, int]) -> np.ndarray:
@@ -44,14 +46,15 @@ def as_images(data: Any, image_shape: tuple[int, int, int]) -> np.ndarray:
     if len(array) == 0:
         raise ValueError("no images: the batch is empty")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"images must hold numbers 0..{PIXEL_MAX}, got dtype {array.dtype}")
-    images = array.astype(np.float32, copy=False)
-    if not np.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
+        raise ValueError(f"pixel values must be {EXPECTED}, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():  # images scaled to 0..1 are the common case: refuse, do not round
+            raise ValueError(f"pixel values must be {EXPECTED}, got {float(array[bad][0]):g}")
+    low, high = array.min(), array.max()
     if low < 0 or high > PIXEL_MAX:
-        raise ValueError(f"pixel values must be in 0..{PIXEL_MAX}, got {low:g}..{high:g}")
-    return images
+        raise ValueError(f"pixel values must be {EXPECTED}, got {low:g}..{high:g}")
+    return array.astype(np.float32, copy=False)
 
 
 def predict_probabilities(module: Any, images: np.ndarray) -> np.ndarray:
@@ -91,8 +94,9 @@ class ImageClassifier(PythonModel):
             module = torch.jit.load(path, map_location="cpu")  # type: ignore[no-untyped-call]
             self.module = module.eval()
 
-    # np.ndarray is a hint MLflow derives no signature from: the logged tensor signature
-    # stays in force, and the scoring server parses request bodies against it.
+    # np.ndarray is a hint MLflow derives no signature from. The logged signature has no
+    # input schema, so the scoring server passes the request's values as they came (it
+    # would cast them to a declared dtype: 0.5 to 0) and as_images checks them.
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
