@@ -21,6 +21,7 @@ from mlpipe.evaluate.metrics import (
     classification_metrics,
     flat_metrics,
     headline,
+    per_class_table,
     predictions_csv,
 )
 from mlpipe.evaluate.plots import save_confusion_matrix
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.report, headline(metrics))
         with runs.resume_run(run_id):
             runs.log_metrics(flat_metrics(metrics))
+            runs.log_table(per_class_table(metrics), f"{ARTIFACTS}/per_class.json")
             runs.log_artifact(png, ARTIFACTS)
             runs.log_artifact(args.report, ARTIFACTS)
             runs.log_artifact(args.details, ARTIFACTS)
