@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--max-batch", type=int, default=1024, help="images per request")
+    serve.add_argument(
+        "--sample-dir", type=Path, default=None,
+        help="keep a sample of the answered requests here, for `mlpipe monitor --images`",
+    )  # fmt: skip
+    serve.add_argument("--sample-rate", type=float, default=0.1, help="share of requests kept")
+    serve.add_argument(
+        "--sample-max-images", type=int, default=10_000, help="the oldest files go beyond this"
+    )
     return parser
 
 
@@ -210,8 +218,12 @@ def run_serve(args: argparse.Namespace) -> None:
         model = f"models:/{cfg.model_name}@{cfg.champion_alias}"
     configure_logging()
     from mlpipe.tracking import server
+    from mlpipe.tracking.capture import RequestSampler
 
-    server.serve(model, args.host, args.port, args.max_batch)
+    sampler = None
+    if args.sample_dir is not None:
+        sampler = RequestSampler(args.sample_dir, args.sample_rate, args.sample_max_images)
+    server.serve(model, args.host, args.port, args.max_batch, sampler)
 
 
 def write_params(args: argparse.Namespace) -> None:
