@@ -50,7 +50,7 @@ def classification_metrics(
     }
 
 
-HEADLINE = ("accuracy", "macro_f1", "worst_class_recall", "n")
+HEADLINE = ("accuracy", "macro_f1", "worst_class_recall", "ece", "n")
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +64,9 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, fl
     flat = {
         f"{prefix}{k}": float(metrics[k]) for k in ("accuracy", "macro_f1", "worst_class_recall")
     }
+    for key, value in (metrics.get("calibration") or {}).items():  # ece, nll, brier, ...
+        if key != "temperature":  # a train-stage figure, logged there
+            flat[f"{prefix}{key}"] = float(value)
     for name, row in metrics["per_class"].items():
         key = class_key(name)
         for stat in ("precision", "recall", "f1"):

@@ -31,3 +31,21 @@ def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
+
+
+class TemperatureScaled(nn.Module):
+    """logits / T: the temperature fitted on the validation split (temperature scaling,
+    Guo et al. 2017). Same argmax, calibrated softmax; T travels as a buffer in exports."""
+
+    temperature: torch.Tensor
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x) / self.temperature
+        return out
