@@ -16,6 +16,7 @@ import torch
 
 from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
+from mlpipe.evaluate import calibration
 from mlpipe.evaluate.config import EvaluateConfig
 from mlpipe.evaluate.metrics import (
     classification_metrics,
@@ -24,7 +25,7 @@ from mlpipe.evaluate.metrics import (
     per_class_table,
     predictions_csv,
 )
-from mlpipe.evaluate.plots import save_confusion_matrix
+from mlpipe.evaluate.plots import save_confusion_matrix, save_reliability_diagram
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.models import predict_logits
 from mlpipe.models.checkpoint import load_checkpoint
@@ -67,6 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         logits = predict_logits(model, torch.from_numpy(test.images), cfg.batch_size)
         y_pred = logits.argmax(dim=1).numpy()
         metrics = classification_metrics(test.labels, y_pred, names)
+        # temperature fitted on the val split by train (1.0 for older checkpoints)
+        temperature = float(meta.get("temperature", 1.0))
+        metrics["calibration"] = calibration.calibration_report(
+            logits.numpy(), test.labels, temperature
+        )
+        metrics["ece"] = metrics["calibration"]["ece"]
+        reliability = args.plots / "reliability_diagram.png"
+        cal = metrics["calibration"]
+        save_reliability_diagram(
+            calibration.reliability_bins(calibration.softmax(logits.numpy()), test.labels),
+            calibration.reliability_bins(
+                calibration.softmax(logits.numpy(), temperature), test.labels
+            ),
+            reliability,
+            f"Test reliability: ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f} "
+            f"(T = {temperature:.2f})",
+        )
         png = args.plots / "confusion_matrix.png"
         title = f"Test confusion matrix (accuracy {metrics['accuracy']:.4f})"
         save_confusion_matrix(metrics["confusion_matrix"], names, png, title)
@@ -78,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             runs.log_metrics(flat_metrics(metrics))
             runs.log_table(per_class_table(metrics), f"{ARTIFACTS}/per_class.json")
             runs.log_artifact(png, ARTIFACTS)
+            runs.log_artifact(reliability, ARTIFACTS)
             runs.log_artifact(args.report, ARTIFACTS)
             runs.log_artifact(args.details, ARTIFACTS)
         log.info(
-            "test accuracy %.4f, macro-F1 %.4f on %d images (run %s)",
+            "test accuracy %.4f, macro-F1 %.4f, ECE %.4f (uncalibrated %.4f) on %d images (run %s)",
             metrics["accuracy"],
             metrics["macro_f1"],
+            cal["ece"],
+            cal["ece_uncalibrated"],
             metrics["n"],
             run_id,
         )

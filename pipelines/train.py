@@ -64,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         if not runtime.dist.is_main:
             return
         meta = model_meta(data.class_names, data.image_shape, data.extra["normalization"])
+        meta["temperature"] = done.temperature  # evaluate reports ECE with and without it
         save_checkpoint(args.model_dir / "model.pt", done.model, cfg["model"], meta)
         atomic_write_text(args.curves, done.history.to_csv())
-        report = {"run_id": done.run_id, "model_uri": done.model_uri}
+        report = {
+            "run_id": done.run_id,
+            "model_uri": done.model_uri,
+            "temperature": round(done.temperature, 4),
+        }
         atomic_write_json(args.report, report | done.history.summary())
         resume.mark_complete()  # a later run starts from scratch
         log.info("run %s: val accuracy %.4f", done.run_id, done.history.epochs[-1].val_accuracy)

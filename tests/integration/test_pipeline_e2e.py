@@ -83,6 +83,10 @@ def digest(paths: list[Path]) -> dict[str, str]:
     return out
 
 
+def headline_ece(repo: Path) -> float:
+    return float(read_json(repo / "reports/evaluate.json")["ece"])
+
+
 def test_hydra_override_composed_params(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["data"]["source"] == "digits"
@@ -97,7 +101,14 @@ def test_metrics_written(repo: Path) -> None:
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     # DVC metrics: the headline figures only (dvc exp show had 40 per-class columns)
     headline = read_json(repo / "reports/evaluate.json")
-    assert headline == {k: metrics[k] for k in ("accuracy", "macro_f1", "worst_class_recall", "n")}
+    keys = ("accuracy", "macro_f1", "worst_class_recall", "ece", "n")
+    assert headline == {k: metrics[k] for k in keys}
+    # temperature scaling: fitted on val by train, carried in model.pt and the logged model
+    cal = metrics["calibration"]
+    assert cal["temperature"] == read_json(repo / "reports/train.json")["temperature"] > 0
+    assert cal["temperature"] != 1.0 and cal["ece"] == headline["ece"]
+    assert 0 <= cal["ece"] <= 1 and cal["nll"] > 0 and cal["brier_uncalibrated"] > 0
+    assert (repo / "reports/plots/reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert not any("per_class" in json.dumps(v) for v in shown.values())
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
@@ -134,11 +145,16 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     assert len(loss) > 2 * len(val) and max(m.step for m in loss) <= max(m.step for m in val)
     assert len(client.get_metric_history(run_id, "train/lr")) == len(loss)
     assert not [k for k in mlrun.data.metrics if k.startswith("test/") and k.count("/") > 1]
-    assert len([k for k in mlrun.data.metrics if k.startswith("test")]) == 3  # no per-class
+    classes = read_json(repo / "reports/evaluate_details.json")["per_class"]
+    assert not [k for k in mlrun.data.metrics for c in classes if k.endswith(f"_{c}")]
     assert mlrun.data.tags["dvc_exp_name"] == "e2e-digits"
     assert len(mlrun.data.tags["git_commit"]) == 40
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate")}
     assert {"evaluate/confusion_matrix.png", "evaluate/per_class.json"} <= artifacts
+    assert "evaluate/reliability_diagram.png" in artifacts
+    assert mlrun.data.metrics["test/ece"] == pytest.approx(headline_ece(repo))
+    assert mlrun.data.metrics["calibration/temperature"] > 0
+    assert "calibration/val_nll_calibrated" in mlrun.data.metrics
     validation = read_json(repo / "reports/validate.json")
     assert mlrun.data.metrics["validate/passed"] == validation["passed"] > 0
     assert mlrun.data.metrics["validate/failed"] == 0

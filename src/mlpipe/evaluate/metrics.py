@@ -48,7 +48,7 @@ def classification_metrics(
     }
 
 
-HEADLINE = ("accuracy", "macro_f1", "worst_class_recall", "n")
+HEADLINE = ("accuracy", "macro_f1", "worst_class_recall", "ece", "n")
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -58,10 +58,15 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "test/") -> dict[str, float]:
-    """The run's test metrics: the headline scalars only (test/accuracy, ...); a chart per
-    class and statistic (30 for Fashion-MNIST) buried them, see `per_class_table`."""
+    """The run's test metrics: the headline scalars (test/accuracy, ...) and calibration
+    (test/ece, ...); a chart per class and statistic (30 for Fashion-MNIST) buried them,
+    see `per_class_table`."""
     return {
         f"{prefix}{k}": float(metrics[k]) for k in ("accuracy", "macro_f1", "worst_class_recall")
+    } | {
+        f"{prefix}{k}": float(v)  # ece, nll, brier, before and after temperature scaling
+        for k, v in (metrics.get("calibration") or {}).items()
+        if k != "temperature"  # a train-stage figure, logged there
     }
 
 

@@ -51,3 +51,21 @@ def stem(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 def check_stem_stride(stride: int) -> None:
     allowed = ", ".join(map(str, STEM_STRIDES))
     check(stride in STEM_STRIDES, "stem_stride", f"must be one of {allowed}, got {stride}")
+
+
+class TemperatureScaled(nn.Module):
+    """logits / T: the temperature fitted on the validation split (temperature scaling,
+    Guo et al. 2017). Same argmax, calibrated softmax; T travels as a buffer in exports."""
+
+    temperature: torch.Tensor
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x) / self.temperature
+        return out

@@ -25,16 +25,20 @@ def log_classifier(
     input_example: np.ndarray,
     metadata: dict[str, Any] | None = None,
     name: str = "model",
+    temperature: float = 1.0,
 ) -> str:
     """Log `model` (raw pixels -> logits) as a pyfunc that serves without this repository.
 
     The pyfunc (serving.py, logged as code) runs a TorchScript copy of model + softmax:
     raw images (N, C, H, W) of integers 0..255 in; `label`, `probability`, `probabilities`
     out.
-    `input_example`: a few raw training images, (N >= 2, C, H, W). Returns the model URI.
+    `input_example`: a few raw training images, (N >= 2, C, H, W). `temperature`: the
+    validation-fitted temperature, divided into the logits inside the TorchScript file, so
+    the served probabilities are the calibrated ones. Returns the model URI.
     """
     import torch
 
+    from mlpipe.models.common import TemperatureScaled
     from mlpipe.models.export import TORCHSCRIPT_FILE, export_torchscript
 
     example = np.ascontiguousarray(input_example).astype(np.uint8)
@@ -42,6 +46,7 @@ def log_classifier(
     shape_text = f"(N, {', '.join(map(str, image_shape))})"
     with tempfile.TemporaryDirectory() as tmp:
         cpu_copy = copy.deepcopy(model).cpu().eval()  # the caller's model stays where it is
+        cpu_copy = TemperatureScaled(cpu_copy, temperature).eval()
         script = export_torchscript(cpu_copy, example, Path(tmp) / TORCHSCRIPT_FILE)
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -55,6 +60,7 @@ def log_classifier(
                 "class_names": list(class_names),
                 "input": f"raw pixels: integers 0..255 (uint8), shape {shape_text}",
                 "output": "label, probability, probabilities (in class_names order)",
+                "temperature": float(temperature),
                 **(metadata or {}),
             },
         )
