@@ -163,3 +163,32 @@ def test_bad_input_is_one_line_before_any_trial(searched: dict[str, Any], tmp_pa
         )  # fmt: skip
         assert out.returncode == 1, (args, out.stderr)
         assert out.stderr.startswith(line) and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_the_same_search_with_the_study_in_postgresql(searched: dict[str, Any]) -> None:
+    """A team's storage: the study in PostgreSQL, two worker processes, one MLflow store."""
+    import optuna
+    from optuna.trial import TrialState
+    from tests.integration.postgres import missing, postgres
+
+    why = missing()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL: {why}")
+    repo, env = searched["repo"], searched["env"]
+    with postgres("optuna") as url:
+        cmd = [sys.executable, "-m", "mlpipe.cli", "tune", "start", "--space", "tiny"]
+        cmd += ["--workers", "2", "--trials", "4", "--study", "pg"]
+        out = subprocess.run(
+            cmd, cwd=repo, env=env | {"MLPIPE_TUNE_STORAGE": url},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        study = optuna.load_study(study_name="pg", storage=url)
+        states = [t.state for t in study.trials]
+        assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) >= 4
+        assert TrialState.RUNNING not in states
+        assert study.user_attrs["mlpipe.mlflow_run_id"]
+        assert "study pg:" in out.stdout
+    assert not (repo / "optuna.db").exists() or "pg" not in optuna.get_all_study_names(
+        searched["storage"]
+    )  # the environment's storage was used, not the local file
