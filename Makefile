@@ -18,7 +18,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve clean setup-team postgres-deps stack-up stack-down stack-status push pull
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -33,6 +33,8 @@ help:
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make exp S='-S train.lr=0.01'  check the overrides (one line if wrong), then dvc exp run"
 	@echo "make lint    ruff + mypy"
+	@echo "make stack-up / stack-down / stack-status  PostgreSQL + moto (S3) + mlflow server on 127.0.0.1 -> source .stack/env"
+	@echo "make push / pull  dvc push / pull to the team remote (make stack-up writes it to .dvc/config.local)"
 
 setup: $(VENV)/.installed
 
@@ -62,7 +64,38 @@ run: setup data-deps repro
 repro:
 	dvc repro
 
-test: setup
+# The team stack (issue 12): the .[team] extra, and PostgreSQL's server binaries.
+setup-team: $(VENV)/.installed-team
+
+$(VENV)/.installed-team: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e ".[dev,team]"
+	@touch $@
+
+postgres-deps:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    && command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing postgresql with apt-get"; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; } \
+	    || echo "warning: apt-get could not install postgresql; the team-stack test will skip"; \
+	fi
+
+stack-up: setup-team postgres-deps
+	$(BIN)/python -m mlpipe.stack up
+
+stack-down:
+	$(BIN)/python -m mlpipe.stack down
+
+stack-status:
+	$(BIN)/python -m mlpipe.stack status
+
+push: setup-team
+	dvc push -r team
+
+pull: setup-team
+	dvc pull -r team
+
+test: setup setup-team postgres-deps
 	$(BIN)/python -m pytest
 
 test-fast: setup
