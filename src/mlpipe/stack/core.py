@@ -122,9 +122,10 @@ def _write_state(stack: Path, state: dict[str, Any]) -> None:
 
 def _start(stack: Path, bindir: Path, state: dict[str, Any], *, fast: bool, auth: bool) -> None:
     # PostgreSQL: data and socket in a directory the unprivileged user owns
-    pgdir = Path(tempfile.mkdtemp(prefix="pg-", dir=stack))
-    pgdir.chmod(0o755)
-    (stack).chmod(0o755)
+    # (in the system temp dir: the project's parents may be closed to the unprivileged user,
+    # e.g. pytest's 0700 tmp_path)
+    pgdir = Path(tempfile.mkdtemp(prefix="mlpipe-pg-"))
+    pgdir.chmod(0o700)
     if os.geteuid() == 0:
         shutil.chown(pgdir, "nobody")
     state["pgdir"] = str(pgdir)
@@ -335,6 +336,7 @@ def _kill_group(pgid: int) -> None:
             return
         end = time.monotonic() + wait
         while time.monotonic() < end:
+            _dead(pgid)  # the leader is our child when up ran in this process: reap it
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
