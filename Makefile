@@ -18,7 +18,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve clean setup-team postgres-deps stack-up stack-down stack-status push pull
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp train-multinode bench bench-monitor bench-serve clean setup-team postgres-deps stack-up stack-down stack-status push pull
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -27,6 +27,7 @@ help:
 	@echo "make plots   dvc plots show, viewable offline -> dvc_plots/index.html"
 	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT) (more options: SERVE_ARGS='--model URI')"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
+	@echo "make train-multinode NNODES=2 NODE_RANK=<r> MASTER_ADDR=<host> MASTER_PORT=<p>  the same across machines (node 0 writes outputs)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
 	@echo "make bench-serve  request latency p50/p99, with and without the serving guard"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
@@ -142,6 +143,21 @@ train-ddp: setup
 	  --data data/processed --model-dir models --report reports/train.json \
 	  --curves reports/plots/training_curves.csv
 	$(BIN)/dvc commit -f train
+
+# Across machines: static rendezvous (node 0 hosts it and is the DVC workspace that writes the
+# outputs and runs dvc commit); a node that never joins fails the run after JOIN_TIMEOUT s.
+NNODES ?= 2
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+JOIN_TIMEOUT ?= 60
+train-multinode: setup
+	$(BIN)/torchrun --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --nproc-per-node=$(NPROC) \
+	  --master-addr=$(MASTER_ADDR) --master-port=$(MASTER_PORT) --rdzv-conf timeout=$(JOIN_TIMEOUT) \
+	  -m pipelines.train --params params.yaml \
+	  --data data/processed --model-dir models --report reports/train.json \
+	  --curves reports/plots/training_curves.csv
+	@if [ "$(NODE_RANK)" = 0 ]; then $(BIN)/dvc commit -f train; fi
 
 # Runs with torch + numpy (+ omegaconf, tqdm) alone, e.g. on a GPU box:
 #   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"
