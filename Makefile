@@ -18,7 +18,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve bench-tune clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp train-multinode bench bench-monitor bench-serve bench-tune clean setup-team postgres-deps stack-up stack-down stack-status push pull
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -27,12 +27,15 @@ help:
 	@echo "make plots   dvc plots show, viewable offline -> dvc_plots/index.html"
 	@echo "make serve   serve models:/<register.model_name>@champion on 127.0.0.1:$(SERVE_PORT) (more options: SERVE_ARGS='--model URI')"
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
+	@echo "make train-multinode NNODES=2 NODE_RANK=<r> MASTER_ADDR=<host> MASTER_PORT=<p>  the same across machines (node 0 writes outputs)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
 	@echo "make bench-serve  request latency p50/p99, with and without the serving guard"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
 	@echo "make exp S='-S train.lr=0.01'  check the overrides (one line if wrong), then dvc exp run"
 	@echo "make lint    ruff + mypy"
+	@echo "make stack-up / stack-down / stack-status  PostgreSQL + moto (S3) + mlflow server on 127.0.0.1 -> source .stack/env"
+	@echo "make push / pull  dvc push / pull to the team remote (make stack-up writes it to .dvc/config.local)"
 
 setup: $(VENV)/.installed
 
@@ -62,7 +65,38 @@ run: setup data-deps repro
 repro:
 	dvc repro
 
-test: setup
+# The team stack (issue 12): the .[team] extra, and PostgreSQL's server binaries.
+setup-team: $(VENV)/.installed-team
+
+$(VENV)/.installed-team: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e ".[dev,team]"
+	@touch $@
+
+postgres-deps:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    && command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing postgresql with apt-get"; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql; } \
+	    || echo "warning: apt-get could not install postgresql; the team-stack test will skip"; \
+	fi
+
+stack-up: setup-team postgres-deps
+	$(BIN)/python -m mlpipe.stack up
+
+stack-down:
+	$(BIN)/python -m mlpipe.stack down
+
+stack-status:
+	$(BIN)/python -m mlpipe.stack status
+
+push: setup-team
+	dvc push -r team
+
+pull: setup-team
+	dvc pull -r team
+
+test: setup setup-team postgres-deps
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -109,6 +143,21 @@ train-ddp: setup
 	  --data data/processed --model-dir models --report reports/train.json \
 	  --curves reports/plots/training_curves.csv
 	$(BIN)/dvc commit -f train
+
+# Across machines: static rendezvous (node 0 hosts it and is the DVC workspace that writes the
+# outputs and runs dvc commit); a node that never joins fails the run after JOIN_TIMEOUT s.
+NNODES ?= 2
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+JOIN_TIMEOUT ?= 60
+train-multinode: setup
+	$(BIN)/torchrun --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --nproc-per-node=$(NPROC) \
+	  --master-addr=$(MASTER_ADDR) --master-port=$(MASTER_PORT) --rdzv-conf timeout=$(JOIN_TIMEOUT) \
+	  -m pipelines.train --params params.yaml \
+	  --data data/processed --model-dir models --report reports/train.json \
+	  --curves reports/plots/training_curves.csv
+	@if [ "$(NODE_RANK)" = 0 ]; then $(BIN)/dvc commit -f train; fi
 
 # Runs with torch + numpy (+ omegaconf, tqdm) alone, e.g. on a GPU box:
 #   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"

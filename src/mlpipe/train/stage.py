@@ -70,6 +70,9 @@ def train(
         logging.getLogger("mlpipe").setLevel(logging.WARNING)  # rank 0 reports progress
         history = fit(model, train_data, val, cfg["train"], runtime, checkpointer=resume)
         return Trained(model, history), resume
+    from mlpipe.tracking import health, store
+
+    health.check_reachable(store.tracking_uri())  # now, not after hours of training
     from mlpipe.tracking import logged_model  # only here: only rank 0 ever imports mlflow
 
     with open_run(cfg, resume.extra.get(RUN_ID_KEY)) as (run_id, reopened):

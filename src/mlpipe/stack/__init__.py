@@ -1,0 +1,1 @@
+"""A team stack on loopback: PostgreSQL, an S3 stand-in (moto) and `mlflow server` (issue 12)."""

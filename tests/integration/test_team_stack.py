@@ -1,0 +1,128 @@
+"""Issue 12: the real team stack on loopback (PostgreSQL as an unprivileged user, moto_server as
+the S3 stand-in, `mlflow server` with proxied S3 artifacts). The unchanged smoke pipeline runs
+against it; the run, the registered version and its alias are checked through the server's REST
+API; `dvc push` / `dvc pull` round-trip into a second clone; teardown leaves no process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.test_pipeline_e2e import copy_repo, run
+
+from mlpipe.stack import core as stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _skip_reason() -> str | None:
+    if stack.pg_bin() is None:
+        return "PostgreSQL is not installed (make postgres-deps)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root without runuser: PostgreSQL cannot be started"
+    try:
+        import boto3  # noqa: F401
+        import moto  # noqa: F401
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        return f"the .[team] extra is not installed ({exc.name}): make setup-team"
+    return None
+
+
+def rest(uri: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/{path}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_team_stack_pipeline_registry_and_dvc_remote(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    repo = copy_repo(tmp_path_factory.mktemp("team"))
+    state = stack.up(repo, fast=True)
+    try:
+        uri = state["tracking_uri"]
+        env_lines = (repo / ".stack" / "env").read_text()
+        assert f"export MLFLOW_TRACKING_URI={uri}" in env_lines
+        local = (repo / ".dvc" / "config.local").read_text()
+        assert 'remote "team"' in local and "secret_access_key" in local
+        assert "secret_access_key" not in (repo / ".dvc" / "config").read_text()
+
+        server = {"MLFLOW_TRACKING_URI": uri}
+        run(
+            ["dvc", "exp", "run", "--name", "team", "-S", "data=digits", "-S", "train=smoke"],
+            repo,
+            extra_env=server,
+        )
+
+        run_id = json.loads((repo / "reports/train.json").read_text())["run_id"]
+        got = rest(uri, f"runs/get?run_id={run_id}")["run"]
+        assert got["info"]["status"] == "FINISHED"
+        assert any(m["key"] == "test_accuracy" for m in got["data"]["metrics"])
+        model = rest(uri, "registered-models/get?name=digits-classifier")["registered_model"]
+        assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1"}
+        version = rest(uri, "registered-models/alias?name=digits-classifier&alias=champion")
+        assert version["model_version"]["run_id"] == run_id
+        # artifacts went through the server into the bucket, not onto this disk
+        arts = rest(uri, f"artifacts/list?run_id={run_id}&path=evaluate")
+        assert any(f["path"].endswith("confusion_matrix.png") for f in arts.get("files", []))
+        assert not (repo / "mlartifacts").exists() and not (repo / "mlflow.db").exists()
+
+        # dvc push to the team remote, pull into a second clone
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-qm", "trained"], repo)
+        run(["dvc", "push", "-r", "team"], repo)
+        clone = tmp_path_factory.mktemp("clone") / "repo"
+        run(["git", "clone", "-q", str(repo), str(clone)], repo)
+        shutil.copy2(repo / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+        run(["dvc", "pull", "-r", "team"], clone)
+        assert sha(clone / "models/model.pt") == sha(repo / "models/model.pt")
+        assert run(["dvc", "status"], clone).stdout.strip().startswith("Data and pipelines are up")
+    finally:
+        procs = json.loads((repo / ".stack" / "state.json").read_text())["procs"]
+        stack.down(repo)
+    # nothing left: every process group gone, no port listening, config.local usable
+    assert not [n for n, p in procs.items() if alive(int(p["pgid"]))]
+    assert not [n for n, p in procs.items() if stack.listening(int(p["port"]))]
+    assert not (repo / ".stack" / "state.json").exists()
+    assert run(["dvc", "remote", "list"], repo).returncode == 0
+
+
+def test_stack_up_without_postgres_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack, "pg_bin", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert stack.main(["up"]) == 1
+    assert not (tmp_path / ".stack" / "state.json").exists()
+
+
+def test_down_drops_the_remote_section_only(tmp_path: Path) -> None:
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config.local").write_text(
+        "[core]\n    remote = mine\n['remote \"team\"']\n    url = s3://b/dvc\n"
+        "    secret_access_key = x\n['remote \"mine\"']\n    url = /tmp/x\n"
+    )
+    stack._drop_remote(tmp_path)
+    text = (tmp_path / ".dvc" / "config.local").read_text()
+    assert "team" not in text and "secret_access_key" not in text
+    assert 'remote "mine"' in text and "remote = mine" in text
