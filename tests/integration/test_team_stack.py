@@ -65,6 +65,14 @@ def test_team_stack_pipeline_registry_and_dvc_remote(
         uri = state["tracking_uri"]
         env_lines = (repo / ".stack" / "env").read_text()
         assert f"export MLFLOW_TRACKING_URI={uri}" in env_lines
+        tune_storage = next(
+            line.split("=", 1)[1] for line in env_lines.splitlines()
+            if line.startswith("export MLPIPE_TUNE_STORAGE=")
+        )  # fmt: skip
+        import optuna  # the studies' database answers: `mlpipe tune` can use it as it is
+
+        optuna.create_study(storage=tune_storage, study_name="probe")
+        assert optuna.get_all_study_names(tune_storage) == ["probe"]
         local = (repo / ".dvc" / "config.local").read_text()
         assert 'remote "team"' in local and "secret_access_key" in local
         assert "secret_access_key" not in (repo / ".dvc" / "config").read_text()
@@ -79,7 +87,7 @@ def test_team_stack_pipeline_registry_and_dvc_remote(
         run_id = json.loads((repo / "reports/train.json").read_text())["run_id"]
         got = rest(uri, f"runs/get?run_id={run_id}")["run"]
         assert got["info"]["status"] == "FINISHED"
-        assert any(m["key"] == "test_accuracy" for m in got["data"]["metrics"])
+        assert any(m["key"] == "test/accuracy" for m in got["data"]["metrics"])
         model = rest(uri, "registered-models/get?name=digits-classifier")["registered_model"]
         assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1"}
         version = rest(uri, "registered-models/alias?name=digits-classifier&alias=champion")

@@ -26,6 +26,7 @@ S3_KEY = "testing"  # moto accepts any credentials; a real deployment sets its o
 S3_SECRET = "testing"
 DB = "mlflow"
 DB_USER = "mlpipe"
+TUNE_DB = "optuna"
 
 
 class StackError(RuntimeError):
@@ -177,6 +178,13 @@ def _start(stack: Path, bindir: Path, state: dict[str, Any], *, fast: bool, auth
     )
     db_uri = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/{DB}"
     state["backend_store_uri"] = db_uri
+    # a second database for Optuna studies (mlpipe tune), on the same server
+    createdb = bindir / "createdb" if (bindir / "createdb").exists() else Path("createdb")
+    subprocess.run(
+        [str(createdb), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, TUNE_DB],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    state["tune_storage"] = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/{TUNE_DB}"
 
     # moto_server: the S3 stand-in, in memory
     s3_port = free_port()
@@ -254,6 +262,7 @@ def _write_env(stack: Path, state: dict[str, Any]) -> None:
         f"export MLPIPE_DVC_REMOTE={REMOTE}",
         f"export MLPIPE_S3_ENDPOINT={state['s3_endpoint']}",
         f"export MLPIPE_S3_BUCKET={state['bucket']}",
+        f"export MLPIPE_TUNE_STORAGE={state['tune_storage']}",  # mlpipe tune's studies
     ]
     (stack / "env").write_text("\n".join(lines) + "\n")
 
