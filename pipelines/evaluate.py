@@ -1,8 +1,9 @@
 """Stage `evaluate`: metrics on the held-out test set, logged to the pipeline's MLflow run.
 
-Writes evaluate.json (the test metrics: DVC metrics, and the one home of the test
-scores that register reads), one predicted class per test image, and the confusion
-matrix.
+Writes evaluate.json (the headline test metrics, ECE among them: DVC metrics),
+evaluate_details.json (per class, calibration, top confusions: what register reads), one
+predicted class per test image, the confusion matrix, the reliability diagram, the most
+frequent confusions (CSV) and a gallery of the most confident mistakes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from mlpipe.evaluate.metrics import (
     headline,
     predictions_csv,
 )
-from mlpipe.evaluate.plots import save_confusion_matrix, save_reliability_diagram
+from mlpipe.evaluate.mistakes import confident_mistakes, confusions_csv, top_confusions
+from mlpipe.evaluate.plots import (
+    save_confusion_matrix,
+    save_mistake_gallery,
+    save_reliability_diagram,
+)
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.models import predict_logits
 from mlpipe.models.checkpoint import load_checkpoint
@@ -34,6 +40,7 @@ from mlpipe.tracking import runs
 log = logging.getLogger("mlpipe.evaluate")
 SECTIONS = {"evaluate": EvaluateConfig}
 ARTIFACTS = "evaluate"  # where the run keeps evaluate's files
+MISTAKES_PER_CLASS = 4  # columns of confident_mistakes.png
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         png = args.plots / "confusion_matrix.png"
         title = f"Test confusion matrix (accuracy {metrics['accuracy']:.4f})"
         save_confusion_matrix(metrics["confusion_matrix"], names, png, title)
+        # error analysis: the most frequent confusions and the most confident mistakes
+        metrics["top_confusions"] = top_confusions(metrics["confusion_matrix"], names)
+        confusions = args.plots / "confusions.csv"
+        atomic_write_text(confusions, confusions_csv(metrics["top_confusions"]))
+        probs = calibration.softmax(logits.numpy(), temperature)
+        gallery = args.plots / "confident_mistakes.png"
+        picks = confident_mistakes(probs, test.labels, MISTAKES_PER_CLASS)
+        save_mistake_gallery(test.images, probs, picks, names, gallery)
         csv_text = predictions_csv(test.labels.tolist(), y_pred.tolist(), names)
         atomic_write_text(args.plots / "predictions.csv", csv_text)
         atomic_write_json(args.details, metrics)
@@ -95,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.log_metrics(flat_metrics(metrics))
             runs.log_artifact(png, ARTIFACTS)
             runs.log_artifact(reliability, ARTIFACTS)
+            runs.log_artifact(confusions, ARTIFACTS)
+            runs.log_artifact(gallery, ARTIFACTS)
             runs.log_artifact(args.report, ARTIFACTS)
             runs.log_artifact(args.details, ARTIFACTS)
         log.info(

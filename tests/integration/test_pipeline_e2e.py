@@ -108,6 +108,17 @@ def test_metrics_written(repo: Path) -> None:
     assert cal["temperature"] != 1.0 and cal["ece"] == headline["ece"]
     assert 0 <= cal["ece"] <= 1 and cal["nll"] > 0 and cal["brier_uncalibrated"] > 0
     assert (repo / "reports/plots/reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    # error analysis: top confusions (from the confusion matrix) and the mistakes gallery
+    matrix = metrics["confusion_matrix"]
+    mistakes = 360 - sum(matrix[i][i] for i in range(10))
+    top = metrics["top_confusions"]
+    assert top and top[0]["count"] == max(
+        matrix[t][p] for t in range(10) for p in range(10) if t != p
+    )
+    assert top[0]["share"] == round(top[0]["count"] / mistakes, 4)
+    csv_lines = (repo / "reports/plots/confusions.csv").read_text().splitlines()
+    assert csv_lines[0] == "true,predicted,count,share" and len(csv_lines) == len(top) + 1
+    assert (repo / "reports/plots/confident_mistakes.png").read_bytes()[:4] == b"\x89PNG"
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert not any("per_class" in json.dumps(v) for v in shown.values())
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
@@ -141,6 +152,7 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate")}
     assert "evaluate/confusion_matrix.png" in artifacts
     assert "evaluate/reliability_diagram.png" in artifacts
+    assert {"evaluate/confusions.csv", "evaluate/confident_mistakes.png"} <= artifacts
     assert mlrun.data.metrics["test_ece"] == pytest.approx(headline_ece(repo))
     assert mlrun.data.metrics["temperature"] > 0 and "val_nll_calibrated" in mlrun.data.metrics
     validation = read_json(repo / "reports/validate.json")
@@ -168,6 +180,8 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     files |= {a.path for a in client.list_artifacts(run_id, "export")}
     assert {"model_card.md", "export/model.onnx", "export/model.torchscript.pt"} <= files
     assert mlrun.data.tags["registration_decision"] == "promoted"
+    card = Path(client.download_artifacts(run_id, "model_card.md", str(tmp_path))).read_text()
+    assert "### Calibration and mistakes" in card and "Most frequent confusions" in card
 
 
 def test_logged_model_serves_predictions(repo: Path) -> None:

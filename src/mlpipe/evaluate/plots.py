@@ -56,3 +56,41 @@ def save_reliability_diagram(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def save_mistake_gallery(
+    images: np.ndarray,
+    probs: np.ndarray,
+    picks: list[list[int]],
+    class_names: list[str],
+    path: str | Path,
+) -> None:
+    """One row per true class, its most confident mistakes (mistakes.confident_mistakes)
+    left to right, each titled with the predicted class and its probability."""
+    cols = max(1, max((len(row) for row in picks), default=1))
+    rows = len(picks)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols + 1.2, 1.5 * rows), squeeze=False)
+    for r, row in enumerate(picks):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c == 0:
+                ax.set_ylabel(f"true: {class_names[r]}", fontsize=7, rotation=0, ha="right")
+            if c >= len(row):
+                if c == 0:
+                    ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=7)
+                continue
+            i = row[c]
+            image = images[i]
+            shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+            p = int(probs[i].argmax())
+            ax.set_title(f"{class_names[p]} {probs[i, p]:.2f}", fontsize=7, color="tab:red")
+    fig.suptitle("Most confident test mistakes (predicted class, probability)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
