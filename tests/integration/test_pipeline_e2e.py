@@ -174,6 +174,17 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     assert tags["lineage.data_md5"] == processed[0]["md5"] == reg["lineage"]["data_md5"]
     assert tags["lineage.git_commit"] == mlrun.data.tags["git_commit"]
     assert tags["lineage.run_id"] == run_id and tags["decision"] == "promoted"
+    # MLflow dataset inputs: one per split, digests = DVC's md5s (the folder's and each file's)
+    inputs = {}
+    for d in mlrun.inputs.dataset_inputs:
+        input_tags = {t.key: t.value for t in d.tags}
+        assert input_tags["dvc_md5"] == processed[0]["md5"]
+        inputs[input_tags["mlflow.data.context"]] = d.dataset
+    assert set(inputs) == {"train", "val", "test"}
+    for split, dataset in inputs.items():
+        raw = (repo / f"data/processed/{split}.npz").read_bytes()
+        assert dataset.digest == hashlib.md5(raw).hexdigest()
+    assert mlrun.data.tags["data_dvc_md5"] == processed[0]["md5"]
     assert json.loads(tags["lineage.params"])["train.epochs"] == "2"
     assert tags["export.passed"] == "true"
     files = {a.path for a in client.list_artifacts(run_id)}
