@@ -119,6 +119,8 @@ def test_metrics_written(repo: Path) -> None:
     csv_lines = (repo / "reports/plots/confusions.csv").read_text().splitlines()
     assert csv_lines[0] == "true,predicted,count,share" and len(csv_lines) == len(top) + 1
     assert (repo / "reports/plots/confident_mistakes.png").read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "reports/plots/attributions.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(metrics["explanations"]["test_indices"]) == 10  # one per class
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert not any("per_class" in json.dumps(v) for v in shown.values())
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
@@ -153,6 +155,7 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     assert "evaluate/confusion_matrix.png" in artifacts
     assert "evaluate/reliability_diagram.png" in artifacts
     assert {"evaluate/confusions.csv", "evaluate/confident_mistakes.png"} <= artifacts
+    assert "evaluate/attributions.png" in artifacts
     assert mlrun.data.metrics["test_ece"] == pytest.approx(headline_ece(repo))
     assert mlrun.data.metrics["temperature"] > 0 and "val_nll_calibrated" in mlrun.data.metrics
     validation = read_json(repo / "reports/validate.json")

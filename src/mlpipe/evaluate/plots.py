@@ -94,3 +94,34 @@ def save_mistake_gallery(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def save_attribution_grid(
+    images: np.ndarray,
+    attributions: np.ndarray,
+    labels: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    path: str | Path,
+    title: str,
+) -> None:
+    """Per sampled image: the image, then its attribution summed over channels (red: for the
+    explained class, blue: against it, symmetric scale per image)."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(3.6, 1.6 * n + 0.6), squeeze=False)
+    for r in range(n):
+        image, attr = images[r], attributions[r].sum(axis=0)
+        shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+        axes[r][0].imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+        limit = float(np.abs(attr).max()) or 1.0
+        axes[r][1].imshow(attr, cmap="bwr", vmin=-limit, vmax=limit)
+        axes[r][0].set_ylabel(f"true: {class_names[int(labels[r])]}", fontsize=7)
+        axes[r][1].set_title(f"IG for {class_names[int(targets[r])]}", fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
