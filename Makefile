@@ -18,7 +18,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve clean
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp bench bench-monitor bench-serve bench-tune clean
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -124,6 +124,11 @@ bench-monitor: setup
 #   make bench-serve BENCH_SERVE_ARGS="--requests 5000"
 bench-serve: setup
 	$(BIN)/python -m mlpipe.tracking.serve_bench $(BENCH_SERVE_ARGS)
+
+# The tuner's overhead per trial and the trials per hour pruning saves (digits, CPU):
+#   make bench-tune BENCH_TUNE_ARGS="--trials 20 --epochs 6"
+bench-tune: setup
+	$(BIN)/python -m mlpipe.tune.bench $(BENCH_TUNE_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,7 @@ from mlpipe.evaluate.metrics import (
     classification_metrics,
     flat_metrics,
     headline,
+    per_class_table,
     predictions_csv,
 )
 from mlpipe.evaluate.mistakes import confident_mistakes, confusions_csv, top_confusions
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.report, headline(metrics))
         with runs.resume_run(run_id):
             runs.log_metrics(flat_metrics(metrics))
+            runs.log_table(per_class_table(metrics), f"{ARTIFACTS}/per_class.json")
             runs.log_artifact(png, ARTIFACTS)
             runs.log_artifact(reliability, ARTIFACTS)
             runs.log_artifact(confusions, ARTIFACTS)

@@ -47,6 +47,7 @@ from mlpipe.io import atomic_write_text
 from mlpipe.monitor import command as monitor_command  # light: its body loads lazily
 from mlpipe.register.config import GATE_METRICS, RegisterConfig
 from mlpipe.runner import configure_logging, error_line
+from mlpipe.tune import command as tune_command  # light: its body loads lazily
 
 # MLflow, torch and scipy load in the commands that need them (seconds each): `--help`,
 # `params` and `registry list` stay fast.
@@ -62,7 +63,7 @@ __all__ = ["compose", "main"]  # compose: mlpipe.compose's, here for `from mlpip
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description="mlpipe command line")
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{registry,params,ui,monitor,serve}"
+        dest="group", required=True, metavar="{registry,params,ui,monitor,serve,tune}"
     )
     reg = groups.add_parser("registry", help="the MLflow Model Registry", description=__doc__)
     reg.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--root", type=Path, default=Path.cwd(), help="the repository")
     params.add_argument("--out", type=Path, default=None, help="default: <root>/params.yaml")
     monitor_command.add_parser(groups)
+    tune_command.add_parser(groups)
     serve = groups.add_parser(
         "serve", help="serve a registered model over HTTP, requests checked before MLflow"
     )
@@ -126,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--max-batch", type=int, default=1024, help="images per request")
+    serve.add_argument(
+        "--sample-dir", type=Path, default=None,
+        help="keep a sample of the answered requests here, for `mlpipe monitor --images`",
+    )  # fmt: skip
+    serve.add_argument("--sample-rate", type=float, default=0.1, help="share of requests kept")
+    serve.add_argument(
+        "--sample-max-images", type=int, default=10_000, help="the oldest files go beyond this"
+    )
     return parser
 
 
@@ -143,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "monitor":
         return monitor_command.main(args)
+    if args.group == "tune":
+        return tune_command.main(args)
     if args.group == "ui":
         try:
             run_ui(args)
@@ -210,8 +222,12 @@ def run_serve(args: argparse.Namespace) -> None:
         model = f"models:/{cfg.model_name}@{cfg.champion_alias}"
     configure_logging()
     from mlpipe.tracking import server
+    from mlpipe.tracking.capture import RequestSampler
 
-    server.serve(model, args.host, args.port, args.max_batch)
+    sampler = None
+    if args.sample_dir is not None:
+        sampler = RequestSampler(args.sample_dir, args.sample_rate, args.sample_max_images)
+    server.serve(model, args.host, args.port, args.max_batch, sampler)
 
 
 def write_params(args: argparse.Namespace) -> None:

@@ -10,7 +10,6 @@ so validation, preprocessing and training never care where images came from.
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,6 @@ from mlpipe.errors import DataError
 from mlpipe.io import atomic_dir
 
 META_FILE = "meta.json"
-
-# Class names become MLflow metric keys: evaluate logs test_{precision,recall,f1}_<key>
-# (mlpipe.evaluate.metrics.flat_metrics), and MLflow keys hold at most 250 characters.
-METRIC_KEY_LIMIT = 250
-CLASS_METRIC_PREFIXES = ("test_precision_", "test_recall_", "test_f1_")
-MAX_CLASS_NAME_LENGTH = METRIC_KEY_LIMIT - max(map(len, CLASS_METRIC_PREFIXES))  # 235
 
 
 @dataclass
@@ -73,36 +66,15 @@ class ImageDataset:
         }
 
 
-def class_key(name: str) -> str:
-    """A class name as an MLflow metric-key fragment ("T-shirt/top" -> "T-shirt_top").
-
-    Keeps letters and digits of any script, "_", "-" and "."; every other run of
-    characters (also "/", " " and ":", which MLflow would take) becomes one "_". Never
-    longer than a non-empty `name`.
-    """
-    return re.sub(r"[^\w\-.]+", "_", name).strip("_") or "class"
-
-
 def class_name_problem(names: list[str]) -> tuple[str, str] | None:
-    """The first class name later stages cannot use, and why; None when all fit."""
-    keys: dict[str, str] = {}
+    """The first class name later stages cannot use, and why; None when all fit.
+
+    Class names are table cells, CSV fields and plot labels, never MLflow metric keys
+    (evaluate logs per-class figures as one table), so only control characters are out.
+    """
     for name in names:
         if not name.isprintable():
             return name, "has a control character"
-        if len(name) > MAX_CLASS_NAME_LENGTH:
-            return name, (
-                f"is {len(name)} characters long, at most {MAX_CLASS_NAME_LENGTH} fit "
-                f"(evaluate logs the MLflow metric {CLASS_METRIC_PREFIXES[0]}<class>, and "
-                f"MLflow keys hold at most {METRIC_KEY_LIMIT} characters)"
-            )
-        key = class_key(name)
-        if key in keys:
-            return name, (
-                f"gives the same MLflow metric key as {keys[key]!r} "
-                f"(test_recall_{key}: evaluate keeps letters, digits, _ - . and turns the "
-                "rest into _)"
-            )
-        keys[key] = name
     return None
 
 

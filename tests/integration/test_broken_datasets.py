@@ -293,16 +293,6 @@ def pixel_bomb(tmp: Path) -> tuple[dict[str, Any], str]:
     )
 
 
-def class_name_too_long(tmp: Path) -> tuple[dict[str, Any], str]:
-    root = image_folder(tmp / "imgs", nested=False)
-    long = root / ("x" * 255)
-    shutil.copytree(root / "cat", long)
-    return folder_data(root), (
-        f"{long}: class folder name is 255 characters long, at most 235 fit (evaluate logs "
-        "the MLflow metric test_precision_<class>, and MLflow keys hold at most 250 characters)"
-    )
-
-
 INGEST_FAILURES: list[Callable[[Path], tuple[dict[str, Any], str]]] = [
     corrupt_png,
     non_image_file,
@@ -317,7 +307,6 @@ INGEST_FAILURES: list[Callable[[Path], tuple[dict[str, Any], str]]] = [
     idx_label_out_of_range,
     link_out_of_the_folder,
     pixel_bomb,
-    class_name_too_long,
 ]
 
 

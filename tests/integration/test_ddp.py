@@ -194,7 +194,7 @@ def test_train_stage_under_torchrun(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = client.search_runs([client.get_experiment_by_name("ddp-test").experiment_id])
     assert [r.info.run_id for r in runs] == [report["run_id"]]  # one run, from rank 0
-    assert len(client.get_metric_history(report["run_id"], "val_accuracy")) == 2
+    assert len(client.get_metric_history(report["run_id"], "val/accuracy")) == 2
     assert proc.stderr.count("mlpipe.train: run ") == 1  # the closing line: rank 0 only
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "resume.pt"]
 

@@ -169,7 +169,7 @@ def test_bad_inputs_one_line_and_their_exit_code(env, capsys):
     empty = env["root"] / "empty"
     empty.mkdir()
     assert bad(env, capsys, 3, empty) == f"mlpipe monitor: error: {empty}: no image files " + (
-        "(.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp)"
+        "(.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp) or .npz files"
     )
     floats = npz(env, "floats", env["test"][:50] / 255.0)
     assert "pixels must be integers 0..255" in bad(env, capsys, 3, floats)

@@ -6,7 +6,6 @@ an image's mean pixel, so every gate outcome is known in advance. No mocks.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from tests.integration.bands import BROKEN, CLASSES, PERFECT, WORSE, Bands, band
 
 from mlpipe.cli import main
 from mlpipe.dataset import ImageDataset, save_dataset
-from mlpipe.register.aliases import alias_history
+from mlpipe.register.aliases import alias_history, parse_event
 from mlpipe.tracking import logged_model, registry
 from mlpipe.tracking import store as tracking_store
 
@@ -96,9 +95,9 @@ def test_force_skips_the_gates_and_is_recorded(store, capsys):
     assert cli(store, "forced", "promote", "2", "--force", "--reason", "hotfix #12") == 0
     assert registry.model_aliases("forced") == {"champion": "2"}
     version = registry.get_version("forced", "2")
-    assert version.tags["champion.forced"] == "true"
-    last = json.loads(version.tags["champion.last_move"])
-    assert last["forced"] is True and last["reason"] == "forced: hotfix #12"
+    last = parse_event(version.tags["champion.last_move"])
+    assert last is not None and last["forced"] is True and last["reason"] == "forced: hotfix #12"
+    assert " promote (forced) v2 (was v1) by " in version.tags["champion.last_move"]
     history = alias_history("forced", "champion")
     assert [(e["action"], e["version"], e["previous"], e["forced"]) for e in history] == [
         ("promote", "1", None, False),

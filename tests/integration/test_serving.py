@@ -29,6 +29,7 @@ import torch
 
 from mlpipe.models import build_model
 from mlpipe.models.cnn import CNNConfig
+from mlpipe.monitor.batch import load_batch
 from mlpipe.tracking import logged_model, registry
 from mlpipe.tracking import store as tracking_store
 
@@ -167,6 +168,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     log = root / "server.log"
     cmd = [sys.executable, "-m", "mlpipe.cli", "serve", "--model", f"models:/{NAME}@champion"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--sample-dir", str(root / "sample"), "--sample-rate", "1"]
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -183,6 +185,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "direct": direct,
             "pyfunc": pyfunc,
             "env": env,
+            "sample": root / "sample",
         }
     finally:
         stop(proc)
@@ -205,6 +208,20 @@ def test_served_predictions_match_offline(served):
     np.testing.assert_allclose(probs, np.stack(offline["probabilities"]), atol=1e-6)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert [r["probability"] for r in rows] == pytest.approx(probs.max(axis=1).tolist())
+
+
+def test_answered_requests_are_kept_for_mlpipe_monitor(served):
+    """--sample-dir: each answered request becomes one .npz that `monitor.batch` reads."""
+    sent = served["test"][5:12]  # 7 images: no other test sends 7
+    status, _ = post(served["url"], json.dumps({"inputs": sent.tolist()}).encode())
+    assert status == 200
+    deadline = time.monotonic() + 10  # written off the event loop, after the answer
+    while not list(served["sample"].glob("requests-*-n7.npz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (path,) = served["sample"].glob("requests-*-n7.npz")
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(npz["images"], sent)
+    assert load_batch(served["sample"]).images.shape[1:] == sent.shape[1:]
 
 
 def test_whole_number_float_pixels_are_accepted(served):
@@ -338,6 +355,8 @@ def test_more_than_1024_images_get_413(served):
         (["--model", "models:/no-such-model@champion"],
          "mlpipe serve: error: loading models:/no-such-model@champion: "),
         (["--max-batch", "0"], "mlpipe serve: error: --max-batch must be at least 1, got 0"),
+        (["--sample-dir", "s", "--sample-rate", "0"],
+         "mlpipe serve: error: --sample-rate: must be in (0, 1], got 0.0"),
     ],
 )  # fmt: skip
 def test_serve_errors_are_one_line(served, tmp_path, args, line):

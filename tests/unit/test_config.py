@@ -23,11 +23,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF = REPO_ROOT / "conf"
 SCHEMALESS = {"paths"}  # reaches stages as flags, through dvc.yaml templating
 COMBINATIONS = {"experiment"}  # groups that pick options of other groups (@package _global_)
+NOT_PARAMS = {"tune"}  # conf/tune: search spaces for `mlpipe tune`, read by mlpipe.tune.config
 
 GROUP_OPTIONS = sorted(
     (group.name, option.stem)
     for group in CONF.iterdir()
-    if group.is_dir()
+    if group.is_dir() and group.name not in NOT_PARAMS
     for option in group.glob("*.yaml")
 )
 STAGES = sorted(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"])

@@ -379,41 +379,17 @@ def test_max_image_pixels_must_be_positive_and_within_pillows_limit() -> None:
         cfg(None, max_image_pixels=200_000_000)
 
 
-@pytest.mark.parametrize(
-    ("names", "bad", "problem"),
-    [
-        (
-            ["ok", "x" * 236],
-            "x" * 236,
-            "is 236 characters long, at most 235 fit (evaluate logs the MLflow metric "
-            "test_precision_<class>, and MLflow keys hold at most 250 characters)",
-        ),
-        (
-            ["cat dog", "cat+dog"],
-            "cat+dog",
-            "gives the same MLflow metric key as 'cat dog' (test_recall_cat_dog: evaluate "
-            "keeps letters, digits, _ - . and turns the rest into _)",
-        ),
-    ],
-)
-def test_class_folder_names_later_stages_cannot_use(
-    tmp_path: Path, names: list[str], bad: str, problem: str
+def test_long_and_odd_class_names_pass_and_a_control_character_does_not(
+    tmp_path: Path,
 ) -> None:
+    """Class names are never MLflow metric keys (per-class figures are one table): a
+    255-character folder name and names that differ only in punctuation are fine."""
     root = tmp_path / "imgs"
+    names = ["a" * 255, "cat dog", "cat+dog"]
     for i, name in enumerate(names):
         write(root / name / "0.png", pixels(i))
         write(root / name / "1.png", pixels(i + 50))
-    assert message(root) == f"{root / bad}: class folder name {problem}; rename the folder"
-
-
-def test_a_235_character_class_name_passes_and_a_control_character_does_not(
-    tmp_path: Path,
-) -> None:
-    root = tmp_path / "imgs"
-    for i, name in enumerate(["a" * 235, "b"]):
-        write(root / name / "0.png", pixels(i))
-        write(root / name / "1.png", pixels(i + 50))
-    assert load_imagefolder(cfg(root)).class_names == ["a" * 235, "b"]
+    assert load_imagefolder(cfg(root)).class_names == sorted(names)
     write(root / "tab\there" / "0.png", pixels(9))
     assert message(root) == (
         f"{root}/'tab\\there': class folder name has a control character; rename the folder"
@@ -422,7 +398,5 @@ def test_a_235_character_class_name_passes_and_a_control_character_does_not(
 
 def test_configured_class_names_are_checked_too() -> None:
     with pytest.raises(ConfigError) as info:
-        cfg(None, class_names=["a", "b" * 300])
-    assert str(info.value).startswith(
-        f"class_names: {'b' * 60!r}... is 300 characters long, at most 235 fit"
-    )
+        cfg(None, class_names=["a", "b" * 300 + "\n"])
+    assert str(info.value).startswith(f"class_names: {'b' * 60!r}... has a control character")

@@ -152,6 +152,63 @@ def test_other_image_sizes(arch, overrides, size):
         assert model(x).shape == (2, NUM_CLASSES)
 
 
+# each architecture at 28, 64 and 224 pixels with the settings the README gives per size
+REAL_SIZES: dict[int, dict[str, dict[str, Any]]] = {
+    28: {"cnn": {}, "resnet": {}, "vit": {"image_size": 28, "patch_size": 4}},
+    64: {
+        "cnn": {"stem_stride": 2},
+        "resnet": {"stem_stride": 2},
+        "vit": {"image_size": 64, "patch_size": 8},
+    },
+    224: {
+        "cnn": {"stem_stride": 4},
+        "resnet": {"stem_stride": 4},
+        "vit": {"image_size": 224, "patch_size": 16},
+    },
+}
+SMALL = {
+    "cnn": {"channels": [8, 16], "hidden": 16},
+    "vit": {"dim": 32, "depth": 1, "heads": 2},
+    "resnet": {"stem_channels": 8, "channels": [8, 16, 16], "blocks": [1, 1, 1]},
+}
+
+
+def flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+@pytest.mark.parametrize("size", sorted(REAL_SIZES))
+def test_each_architecture_at_real_sizes_and_rgb(arch, size):
+    """28, 64 and 224 pixels with 3 channels: logits of the right shape; at 224 the stem
+    (the larger patches for the ViT) cuts the work per image at least 4x against the
+    28-pixel settings at the same size."""
+    model = make_model(arch, 3, **SMALL[arch], **REAL_SIZES[size][arch]).eval()
+    x = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
+    if size == 224:
+        plain = REAL_SIZES[28][arch] | ({"image_size": 224} if arch == "vit" else {})
+        full = make_model(arch, 3, **SMALL[arch], **plain).eval()
+        assert flops(full, x) > 4 * flops(model, x)
+
+
+def test_stems_shrink_the_grid_by_their_stride():
+    for stride, side in ((1, 28), (2, 14), (4, 7)):
+        model = make_model("resnet", 3, **SMALL["resnet"], stem_stride=stride).eval()
+        x = torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
+        with torch.no_grad():
+            grid = model.backbone.stem(model.normalize(x))
+        assert grid.shape[-2:] == (side, side)
+    with pytest.raises(ConfigError, match=r"model\.stem_stride: must be one of 1, 2, 4, got 3"):
+        load_model_config({"model": {"arch": "cnn", "stem_stride": 3}})
+
+
 def test_vit_rejects_an_image_size_it_was_not_built_for():
     model = make_model("vit", 1).eval()
     x = torch.zeros(1, 1, 32, 32, dtype=torch.uint8)

@@ -85,3 +85,17 @@ def test_not_an_npz(tmp_path: Path) -> None:
     path.write_text("text")
     with pytest.raises(BadInput, match=r"unreadable \.npz"):
         load_batch(path)
+
+
+def test_a_folder_of_npz_files_is_one_batch_in_name_order(tmp_path):
+    """What `mlpipe serve --sample-dir` keeps: one .npz per kept request."""
+    first, second = np.zeros((2, 1, 3, 3), np.uint8), np.full((3, 1, 3, 3), 9, np.uint8)
+    np.savez(tmp_path / "requests-2-1-n3.npz", images=second)
+    np.savez(tmp_path / "requests-1-1-n2.npz", images=first)
+    batch = load_batch(tmp_path)
+    assert batch.images.shape == (5, 1, 3, 3) and batch.images[2:].min() == 9
+    assert list(batch.ids[:3]) == ["requests-1-1-n2.npz[0]", "requests-1-1-n2.npz[1]",
+                                   "requests-2-1-n3.npz[0]"]  # fmt: skip
+    np.savez(tmp_path / "requests-3-1-n1.npz", images=np.zeros((1, 3, 3, 3), np.uint8))
+    with pytest.raises(BadInput, match=r"\.npz files of different image shapes"):
+        load_batch(tmp_path)

@@ -11,6 +11,8 @@ from mlpipe.errors import TrackingError
 from mlpipe.register.aliases import (
     after_promotion,
     append_event,
+    format_history,
+    parse_history,
     rollback_target,
     takes_challenger,
 )
@@ -22,7 +24,7 @@ from mlpipe.register.gates import (
     decide,
     evaluate_labels,
 )
-from mlpipe.register.lineage import dvc_dep_hash, lineage, version_tags
+from mlpipe.register.lineage import compared_version, dvc_dep_hash, lineage, version_tags
 from mlpipe.tracking.registry import VersionView
 
 N = 1000
@@ -179,19 +181,27 @@ def test_dvc_dep_hash_reads_the_train_stage_deps():
     assert dvc_dep_hash({}, "train", "data/processed") is None
 
 
-def test_lineage_and_version_tags_carry_every_number():
+def test_version_tags_are_few_and_readable():
     decision = decide(model(right(960)), CHAMPION, RegisterConfig(), champion_version="3")
     lin = lineage("run1", {"train.lr": "0.1"}, {"git_commit": "c0ffee"}, "abc.dir")
     assert lin == lineage("run1", {"train.lr": "0.1"}, {"git_commit": "c0ffee"}, "abc.dir")
+    assert json.loads(lin["params"]) == {"train.lr": "0.1"}
     exports = {"onnx": {"max_abs_diff": 2e-8, "passed": True}}
     tags = version_tags(decision, {"accuracy": 0.96}, {"accuracy": 0.9}, lin, exports)
-    assert all(isinstance(v, str) for v in tags.values())
-    assert tags["decision"] == "promoted" and tags["gate.champion_version"] == "3"
-    assert (tags["gate.mcnemar_b"], tags["gate.mcnemar_c"]) == ("0", "60")
-    assert tags["lineage.git_commit"] == "c0ffee" and tags["lineage.data_md5"] == "abc.dir"
-    assert json.loads(tags["lineage.params"]) == {"train.lr": "0.1"}
-    assert tags["test_accuracy"] == "0.96" and tags["champion_test_accuracy"] == "0.9"
-    assert tags["export.onnx.passed"] == "true" and tags["export.passed"] == "true"
+    assert tags == {
+        "decision": "promoted",
+        "decision_reason": decision.reason,
+        "test_accuracy": "0.96",
+        "compared_with": "v3 (accuracy 0.9000)",
+        "lineage.git_commit": "c0ffee",
+        "lineage.data_md5": "abc.dir",
+        "export.passed": "true",
+    }
+    assert "b=0" in decision.reason and "c=60" in decision.reason  # the evidence, readable
+    assert compared_version(tags) == "3" and compared_version({"gate.champion_version": "2"}) == "2"
+    broken = exports | {"torchscript": {"max_abs_diff": 1.0, "passed": False}}
+    failed = version_tags(decision, {"accuracy": 0.96}, None, lin, broken)
+    assert (failed["export.passed"], failed["export.failed"]) == ("false", "torchscript")
     assert lineage("r", {}, {}, None)["data_md5"] == "unknown"
 
 
@@ -217,9 +227,10 @@ def test_alias_set_outside_the_history_is_kept_below_the_new_holder():
 
 def test_history_drops_the_oldest_moves_to_fit_a_tag():
     events: list = []
+    move = {"at": "2026-12-04T03:00:12+00:00", "action": "promote", "previous": None, "by": "me"}
     for i in range(200):
-        events = append_event(events, {"version": str(i), "reason": "x" * 40})
-    assert len(json.dumps(events)) <= 4500
+        events = append_event(events, move | {"version": str(i), "reason": "x" * 40})
+    assert len(format_history(events)) <= 4500
     assert events[-1]["version"] == "199" and events[0]["version"] != "0"
 
 
@@ -245,3 +256,21 @@ def test_challenger_is_the_best_candidate_that_is_not_champion(
 ):
     tags = {"test_accuracy": accuracy, "lineage.data_md5": md5}
     assert takes_challenger(version, tags, held, champion, "accuracy") is takes
+
+
+def test_alias_history_is_readable_lines_that_parse_back():
+    first = {"at": "2026-12-04T03:00:12+00:00", "action": "promote", "version": "1",
+             "previous": None, "by": "register stage", "forced": False,
+             "reason": "passes the minimums; no current champion"}  # fmt: skip
+    second = first | {"version": "2", "previous": "1", "by": "ana", "forced": True,
+                      "reason": "forced: hotfix\n#12: see: ticket"}  # fmt: skip
+    text = format_history([first, second])
+    assert text.splitlines() == [
+        "2026-12-04T03:00:12+00:00 promote v1 (was none) by register stage: "
+        "passes the minimums; no current champion",
+        "2026-12-04T03:00:12+00:00 promote (forced) v2 (was v1) by ana: "
+        "forced: hotfix #12: see: ticket",
+    ]
+    assert parse_history(text) == [first, second | {"reason": "forced: hotfix #12: see: ticket"}]
+    assert parse_history(json.dumps([first])) == [first]  # what older mlpipe wrote
+    assert parse_history("") == [] and parse_history("not a move") == []

@@ -33,6 +33,7 @@ from mlpipe.train.distributed import DistContext, context_from_env
 from mlpipe.train.early_stopping import EarlyStopping
 from mlpipe.train.engine import (
     History,
+    StepStats,
     TensorData,
     TrainingDiverged,
     _build,
@@ -103,6 +104,27 @@ def test_fit_learns_a_separable_problem():
     assert history.epochs[-1].lr < cfg.lr / 100  # onecycle annealed by the last step
     assert len(history.rows()) == 3
     assert set(history.rows()[0]) >= {"epoch", "train_loss", "val_accuracy", "lr"}
+
+
+def test_a_sample_of_steps_reaches_the_tracker_once_per_epoch():
+    """64 images / batch 2 = 32 steps an epoch: every step is sampled (fewer than 50)."""
+    batches: list[list[StepStats]] = []
+    cfg = train_cfg(batch_size=2, warmup_fraction=0.3)
+    history = fit(tiny_model(), TRAIN, VAL, cfg, CPU, on_steps=batches.append)
+    assert len(batches) == 3  # one call per epoch
+    steps = [s for batch in batches for s in batch]
+    assert [s.step for s in steps] == list(range(1, 97))
+    assert [e.step for e in history.epochs] == [32, 64, 96]
+    assert all(math.isfinite(s.loss) for s in steps)
+    peak = max(range(len(steps)), key=lambda i: steps[i].lr)
+    assert 0 < peak < 40 and steps[0].lr < steps[peak].lr / 5  # the warm-up shows
+    assert steps[peak].lr == pytest.approx(cfg.lr, rel=0.05)
+    assert steps[-1].lr < cfg.lr / 100
+    assert "step" not in history.to_csv().splitlines()[0]  # the DVC plot is per epoch
+    longer = fit(tiny_model(), separable(512, 2), VAL, train_cfg(batch_size=2, epochs=1),
+                    CPU, on_steps=batches.append)  # fmt: skip
+    assert [s.step for s in batches[-1]] == list(range(1, 257, 5))  # 256 // 50 = 5
+    assert longer.epochs[0].step == 256
 
 
 def test_same_seed_same_history_other_seed_differs():

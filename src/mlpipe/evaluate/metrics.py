@@ -14,8 +14,6 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from mlpipe.dataset import class_key
-
 
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]
@@ -59,19 +57,26 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in HEADLINE if k in metrics}
 
 
-def flat_metrics(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
-    """MLflow-ready scalars: test_accuracy, test_recall_T-shirt_top, ..."""
-    flat = {
+def flat_metrics(metrics: dict[str, Any], prefix: str = "test/") -> dict[str, float]:
+    """The run's test metrics: the headline scalars (test/accuracy, ...) and calibration
+    (test/ece, ...); a chart per class and statistic (30 for Fashion-MNIST) buried them,
+    see `per_class_table`."""
+    return {
         f"{prefix}{k}": float(metrics[k]) for k in ("accuracy", "macro_f1", "worst_class_recall")
+    } | {
+        f"{prefix}{k}": float(v)  # ece, nll, brier, before and after temperature scaling
+        for k, v in (metrics.get("calibration") or {}).items()
+        if k != "temperature"  # a train-stage figure, logged there
     }
-    for key, value in (metrics.get("calibration") or {}).items():  # ece, nll, brier, ...
-        if key != "temperature":  # a train-stage figure, logged there
-            flat[f"{prefix}{key}"] = float(value)
-    for name, row in metrics["per_class"].items():
-        key = class_key(name)
-        for stat in ("precision", "recall", "f1"):
-            flat[f"{prefix}{stat}_{key}"] = float(row[stat])
-    return flat
+
+
+def per_class_table(metrics: dict[str, Any]) -> dict[str, list[Any]]:
+    """Per-class figures as one table (columns -> values), logged once per run."""
+    rows = metrics["per_class"]
+    table: dict[str, list[Any]] = {"class": list(rows)}
+    for stat in ("precision", "recall", "f1", "support"):
+        table[stat] = [rows[name][stat] for name in rows]
+    return table
 
 
 def predictions_csv(y_true: list[int], y_pred: list[int], names: list[str]) -> str:

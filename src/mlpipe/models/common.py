@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlpipe.config import check
+
 
 class Normalize(nn.Module):
     """Raw pixels (0..255) -> standardised input, with train-set statistics as buffers.
@@ -25,12 +27,30 @@ class Normalize(nn.Module):
         return (x.float() / 255.0 - self.mean) / self.std
 
 
-def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+STEM_STRIDES = (1, 2, 4)
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
+
+
+def stem(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    """The first layers, shrinking the grid by `stride` for large images: 1 keeps it (28 to
+    32 pixels), 2 is a stride-2 conv (about 64 pixels), 4 adds a stride-2 3x3 max-pool, as
+    ResNet's ImageNet stem does (about 224 pixels -> a 56x56 grid)."""
+    layers = conv_bn_relu(c_in, c_out, 1 if stride == 1 else 2)
+    if stride == 4:
+        layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    return layers
+
+
+def check_stem_stride(stride: int) -> None:
+    allowed = ", ".join(map(str, STEM_STRIDES))
+    check(stride in STEM_STRIDES, "stem_stride", f"must be one of {allowed}, got {stride}")
 
 
 class TemperatureScaled(nn.Module):

@@ -1,8 +1,9 @@
 """A small ResNet (He et al., 2016) for 28x28 images: the high-accuracy profile.
 
-A 3x3 stem without down-sampling (the images are already small), stages of standard
-BasicBlocks whose first block may halve the grid, global average pooling and a linear
-head. Works for any input size; at 28x28 with strides [1, 2, 2] the grid ends at 7x7.
+A 3x3 stem without down-sampling for small images (stem_stride 2 or 4 for large ones),
+stages of standard BasicBlocks whose first block may halve the grid, global average
+pooling and a linear head. Works for any input size; at 28x28 with strides [1, 2, 2] the
+grid ends at 7x7, at 224x224 with stem_stride 4 at 14x14.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from mlpipe.config import check
-from mlpipe.models.common import conv_bn_relu
+from mlpipe.models.common import check_stem_stride, stem
 from mlpipe.models.registry import register
 
 
@@ -48,8 +49,10 @@ class ResNetConfig:
     strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # first block of each stage
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2])  # BasicBlocks per stage
     dropout: float = 0.0  # before the linear head
+    stem_stride: int = 1  # 1 for 28-32 px; 2 for ~64 px; 4 (conv + max-pool) for ~224 px
 
     def __post_init__(self) -> None:
+        check_stem_stride(self.stem_stride)
         check(self.stem_channels > 0, "stem_channels", f"must be > 0, got {self.stem_channels}")
         check(len(self.channels) >= 1, "channels", "needs at least one stage")
         check(all(c > 0 for c in self.channels), "channels", f"must be > 0, got {self.channels}")
@@ -68,7 +71,7 @@ class ResNetConfig:
 class ResNet(nn.Module):
     def __init__(self, cfg: ResNetConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()
-        self.stem = conv_bn_relu(in_channels, cfg.stem_channels)
+        self.stem = stem(in_channels, cfg.stem_channels, cfg.stem_stride)
         blocks: list[nn.Module] = []
         c_in = cfg.stem_channels
         for c_out, stride, count in zip(cfg.channels, cfg.strides, cfg.blocks, strict=True):

@@ -1,4 +1,5 @@
-"""The incoming images: a folder of image files or an .npz, as one (N, C, H, W) array.
+"""The incoming images: a folder of image files, an .npz, or a folder of .npz files (what
+`mlpipe serve --sample-dir` keeps), as one (N, C, H, W) array.
 
 Anything that cannot become such an array of the model's input shape is a `BadInput`
 with one line naming the problem. Pixel values are kept as read (an int16 .npz with a
@@ -48,7 +49,10 @@ def _load_folder(folder: Path) -> Batch:
         p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and not _hidden(p, folder)
     )
     if not files:
-        raise BadInput(f"{folder}: no image files ({', '.join(sorted(SUFFIXES))})")
+        npz_files = sorted(p for p in folder.glob("*.npz") if not _hidden(p, folder))
+        if npz_files:  # e.g. the requests `mlpipe serve --sample-dir` kept
+            return _concat([_load_npz(p) for p in npz_files], folder)
+        raise BadInput(f"{folder}: no image files ({', '.join(sorted(SUFFIXES))}) or .npz files")
     arrays = [_read_image(p) for p in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -60,6 +64,14 @@ def _load_folder(folder: Path) -> Batch:
         )
     ids = np.array([str(p.relative_to(folder)) for p in files], dtype=str)
     return Batch(np.stack(arrays), ids, str(folder))
+
+
+def _concat(batches: list[Batch], folder: Path) -> Batch:
+    shapes = {b.images.shape[1:] for b in batches}
+    if len(shapes) > 1:
+        raise BadInput(f"{folder}: .npz files of different image shapes: {sorted(shapes)}")
+    images = np.concatenate([b.images for b in batches])
+    return Batch(images, np.concatenate([b.ids for b in batches]), str(folder))
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -1,14 +1,20 @@
 """Alias moves with a history: MLflow keeps none, so the registered model's tags do.
 
 Per alias, two registered-model tags: a stack of the versions that held the alias (what
-rollback pops) and a log of moves (who, when, why, forced or not). The pure functions
-compute both; `plan_move` and `apply_move` read and write them through tracking.registry.
+rollback pops) and a log of moves (who, when, why, forced or not), one readable line per
+move, oldest first, so the registry UI shows it as text rather than JSON:
+
+    2026-12-04T03:00:12+00:00 promote v3 (was v1) by register stage: <reason>
+
+The pure functions compute both; `plan_move` and `apply_move` read and write them through
+tracking.registry.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,10 +68,48 @@ def rollback_target(stack: list[str], current: str | None, alias: str) -> tuple[
     return out[-1], out
 
 
-def append_event(events: list[Any], event: dict[str, Any]) -> list[Any]:
+_EVENT = re.compile(
+    r"(?P<at>\S+) (?P<action>\w+)(?P<forced> \(forced\))? v(?P<version>\S+)"
+    r" \(was (?:v(?P<previous>\S+)|none)\) by (?P<by>.*?): (?P<reason>.*)"
+)
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One move as one line of text (newlines in the reason become spaces)."""
+    forced = " (forced)" if event.get("forced") else ""
+    was = f"v{event['previous']}" if event.get("previous") is not None else "none"
+    reason = " ".join(str(event.get("reason", "")).split())
+    return (
+        f"{event['at']} {event['action']}{forced} v{event['version']} (was {was})"
+        f" by {event['by']}: {reason}"
+    )
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    found = _EVENT.fullmatch(line.strip())
+    if found is None:
+        return None
+    event: dict[str, Any] = found.groupdict()
+    event["forced"] = bool(event["forced"])
+    return event
+
+
+def format_history(events: list[dict[str, Any]]) -> str:
+    return "\n".join(format_event(e) for e in events)
+
+
+def parse_history(text: str | None) -> list[dict[str, Any]]:
+    """The moves in a history tag: readable lines, or the JSON list older mlpipe wrote."""
+    if text and text.lstrip().startswith("["):
+        return [e for e in parse_json_list(text) if isinstance(e, dict)]
+    parsed = (parse_event(line) for line in (text or "").splitlines() if line.strip())
+    return [e for e in parsed if e is not None]
+
+
+def append_event(events: list[dict[str, Any]], event: dict[str, Any]) -> list[dict[str, Any]]:
     """Add a move to the log, dropping the oldest while it is too long for a tag."""
     out = [*events, event]
-    while len(out) > 1 and len(json.dumps(out)) > MAX_HISTORY_CHARS:
+    while len(out) > 1 and len(format_history(out)) > MAX_HISTORY_CHARS:
         out.pop(0)
     return out
 
@@ -145,19 +189,17 @@ def apply_move(model: ModelView, move: AliasMove, by: str | None = None) -> None
         "forced": move.forced,
         "reason": move.reason,
     }
-    history = append_event(parse_json_list(model.tags.get(history_tag(move.alias))), event)
-    version_tags = {f"{move.alias}.last_move": json.dumps(event, sort_keys=True)}
-    if move.forced:
-        version_tags[f"{move.alias}.forced"] = "true"
+    history = append_event(parse_history(model.tags.get(history_tag(move.alias))), event)
+    version_tags = {f"{move.alias}.last_move": format_event(event)}
     model_tags = {
         stack_tag(move.alias): json.dumps(stack),
-        history_tag(move.alias): json.dumps(history),
+        history_tag(move.alias): format_history(history),
     }
     registry.move_alias(model.name, move.alias, move.version, version_tags, model_tags)
 
 
-def alias_history(name: str, alias: str) -> list[Any]:
-    return parse_json_list(registry.model_tags(name).get(history_tag(alias)))
+def alias_history(name: str, alias: str) -> list[dict[str, Any]]:
+    return parse_history(registry.model_tags(name).get(history_tag(alias)))
 
 
 def _user() -> str:

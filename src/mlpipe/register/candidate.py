@@ -21,7 +21,7 @@ from mlpipe.register import promote
 from mlpipe.register.config import RegisterConfig
 from mlpipe.register.gates import Decision, Evaluation, agreement_problem, summary_metrics
 from mlpipe.register.model_card import build_model_card
-from mlpipe.tracking import logged_model
+from mlpipe.tracking import logged_model, runs
 from mlpipe.tracking.registry import ModelView
 from mlpipe.tracking.runs import RunView
 
@@ -117,7 +117,7 @@ def card_builder(
             params=run.params,
             exports=report["exports"],
             champion_metrics=report["champion_metrics"],
-            confusion_image=CONFUSION_IMAGE,
+            confusion_image=runs.artifact_link(run.run_id, CONFUSION_IMAGE),
         )
 
     return card

@@ -14,6 +14,7 @@ from mlpipe.register.config import GATE_METRICS
 from mlpipe.register.gates import Decision
 
 log = logging.getLogger(__name__)
+VERSION_LINEAGE = ("git_commit", "data_md5")  # the lineage a version carries as tags
 
 
 def data_md5(lock: Path, stage: str, data: Path) -> str | None:
@@ -60,33 +61,27 @@ def version_tags(
     lineage_tags: dict[str, str],
     exports: dict[str, dict[str, Any]],
 ) -> dict[str, str]:
-    """Every number behind the decision, flat, for the model version."""
-    tags = {
-        "decision": decision.outcome.value,
-        "decision_reason": decision.reason,
-        "gate.eligible": str(decision.eligible).lower(),
-        "gate.metric": decision.metric,
-        "gate.minimums": json.dumps([m.to_dict() for m in decision.minimums]),
-        "run_id": lineage_tags["run_id"],
-    }
+    """The few tags a person reads on the version page and the CLI filters on.
+
+    Every number behind the decision (minimums, McNemar counts, export differences,
+    params) is in the model card and in the run's `register/decision.json`; the run id is
+    the version's own `run_id` field.
+    """
+    tags = {"decision": decision.outcome.value, "decision_reason": decision.reason}
     tags.update({f"test_{k}": str(candidate[k]) for k in GATE_METRICS if k in candidate})
-    tags.update({f"lineage.{k}": v for k, v in lineage_tags.items()})
     if decision.champion_version is not None:
-        tags["gate.champion_version"] = decision.champion_version
-    if champion is not None:
-        tags.update({f"champion_test_{k}": str(champion[k]) for k in GATE_METRICS if k in champion})
-    if decision.mcnemar is not None:
-        tags.update(
-            {
-                "gate.improvement": f"{decision.improvement:.6f}",
-                "gate.mcnemar_b": str(decision.mcnemar.b),
-                "gate.mcnemar_c": str(decision.mcnemar.c),
-                "gate.p_value": f"{decision.mcnemar.p_value:.6g}",
-                "gate.alpha": str(decision.alpha),
-            }
-        )
-    for fmt, check in exports.items():
-        tags[f"export.{fmt}.max_abs_diff"] = f"{check['max_abs_diff']:.3e}"
-        tags[f"export.{fmt}.passed"] = str(check["passed"]).lower()
-    tags["export.passed"] = str(all(c["passed"] for c in exports.values())).lower()
+        tags["compared_with"] = f"v{decision.champion_version}"
+        if champion is not None and decision.metric in champion:
+            tags["compared_with"] += f" ({decision.metric} {float(champion[decision.metric]):.4f})"
+    tags.update({f"lineage.{k}": lineage_tags[k] for k in VERSION_LINEAGE if k in lineage_tags})
+    failed = sorted(fmt for fmt, check in exports.items() if not check["passed"])
+    tags["export.passed"] = str(not failed).lower()
+    if failed:
+        tags["export.failed"] = ",".join(failed)
     return tags
+
+
+def compared_version(tags: dict[str, str]) -> str | None:
+    """The champion version a registered version was compared with, from its tags."""
+    value = tags.get("compared_with") or tags.get("gate.champion_version")  # older versions
+    return value.split()[0].removeprefix("v") if value else None

@@ -99,11 +99,10 @@ def _per_class_section(metrics: dict[str, Any], confusion_image: str | None) -> 
 
 def _insight_section(metrics: dict[str, Any], confusion_image: str | None) -> str:
     """Calibration and error analysis, when evaluate reported them."""
-    folder = (
-        confusion_image.rsplit("/", 1)[0] + "/"
-        if confusion_image and "/" in confusion_image
-        else ""
-    )
+
+    def image(name: str) -> str:  # beside the confusion matrix, linked the same way
+        return (confusion_image or "").replace("confusion_matrix.png", name)
+
     parts = ["### Calibration and mistakes"]
     cal = metrics.get("calibration")
     if cal:
@@ -114,7 +113,7 @@ def _insight_section(metrics: dict[str, Any], confusion_image: str | None) -> st
             + _table(["test metric", "uncalibrated", "served (calibrated)"], rows)
         )
         if confusion_image:
-            parts.append(f"![Reliability diagram (test)]({folder}reliability_diagram.png)")
+            parts.append(f"![Reliability diagram (test)]({image('reliability_diagram.png')})")
     confusions = metrics.get("top_confusions")
     if confusions:
         rows = [[r["true"], r["predicted"], r["count"], r["share"]] for r in confusions]
@@ -123,7 +122,7 @@ def _insight_section(metrics: dict[str, Any], confusion_image: str | None) -> st
             + _table(["true", "predicted", "count", "share"], rows)
         )
         if confusion_image:
-            parts.append(f"![Most confident mistakes (test)]({folder}confident_mistakes.png)")
+            parts.append(f"![Most confident mistakes (test)]({image('confident_mistakes.png')})")
     if len(parts) == 1:
         parts.append("- not reported by this version's evaluate stage")
     return "\n\n".join(parts)

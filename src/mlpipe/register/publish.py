@@ -7,9 +7,11 @@ the version that run already has instead of adding another.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mlpipe.register import aliases
 from mlpipe.register.config import RegisterConfig
@@ -19,6 +21,7 @@ from mlpipe.tracking import registry, runs
 log = logging.getLogger(__name__)
 EXPORT_DIR = "export"  # where the exports go on the run
 MODEL_CARD = "model_card.md"
+DECISION_RECORD = "register/decision.json"
 
 
 def publish(
@@ -29,9 +32,12 @@ def publish(
     tags: dict[str, str],
     export_dir: Path,
     card: Callable[[str], str],
+    record: dict[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
     """Register `model_uri` with `tags` (once per run), describe it with `card(version)`,
-    log the exports and the card on its run, then move the aliases the decision allows.
+    log the exports, the card and the decision's full `record` (every number behind it:
+    the version's tags keep only what a person reads) on its run, then move the aliases
+    the decision allows.
 
     Returns the version and the aliases it got.
     """
@@ -41,6 +47,8 @@ def publish(
     with runs.resume_run(run_id):
         runs.log_artifacts(export_dir, EXPORT_DIR)
         runs.log_text(text, MODEL_CARD)
+        if record is not None:
+            runs.log_text(json.dumps(record, indent=2, sort_keys=True), DECISION_RECORD)
         runs.set_tags(
             {
                 "registered_model": cfg.model_name,

@@ -47,8 +47,9 @@ def register_candidate(
                 origin, report["exports"],
             )  # fmt: skip
             card = candidate.card_builder(cfg, dataset, found, run)
+            record = report | {"params": run.params}  # the run's params, flat
             version, aliases = publish(
-                cfg, model_uri, run.run_id, found.decision, tags, export_dir, card
+                cfg, model_uri, run.run_id, found.decision, tags, export_dir, card, record
             )
     head = {"model_name": cfg.model_name, "version": version, "aliases": aliases}
     return head | {"run_id": run.run_id} | report

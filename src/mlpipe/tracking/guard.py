@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpipe.tracking.capture import RequestSampler
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -165,32 +167,42 @@ def _short(exc: BaseException) -> str:
 class RequestGuard:
     """ASGI middleware: checks POST `path` (see the module doc), passes the rest through."""
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits, path: str = "/invocations") -> None:
-        self.app, self.limits, self.path = app, limits, path
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: RequestLimits,
+        path: str = "/invocations",
+        sampler: RequestSampler | None = None,
+    ) -> None:
+        self.app, self.limits, self.path, self.sampler = app, limits, path, sampler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._checked_body(scope, receive)
+            body, images = await self._checked_body(scope, receive)
         except Rejection as rejection:
             await respond(send, rejection)
             return
-        await self.app(scope, replay(body, receive), cut_errors(send))
+        status: list[int] = []
+        await self.app(scope, replay(body, receive), cut_errors(send, status))
+        if self.sampler is not None and status == [200]:  # answered: keep a sample of it,
+            loop = asyncio.get_running_loop()  # off the event loop, after the answer
+            loop.run_in_executor(None, self.sampler.offer, images)
 
-    async def _checked_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _checked_body(self, scope: Scope, receive: Receive) -> tuple[bytes, np.ndarray]:
         headers = dict(scope["headers"])
         check_content_type(headers.get(b"content-type"))
         check_length(headers.get(b"content-length"), self.limits)
         body = await read_body(receive, self.limits)
         if len(body) > THREAD_BYTES:  # ~20 ms per MB: keep the event loop answering
-            await asyncio.to_thread(parse_images, body, self.limits)
+            images = await asyncio.to_thread(parse_images, body, self.limits)
         else:
-            parse_images(body, self.limits)
+            images = parse_images(body, self.limits)
         if _has_boolean(body):
             raise Rejection(400, f"pixel values must be {EXPECTED}, got booleans")
-        return body
+        return body, images
 
 
 def _has_boolean(body: bytes) -> bool:
@@ -238,14 +250,17 @@ async def respond(send: Send, rejection: Rejection) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def cut_errors(send: Send) -> Send:
+def cut_errors(send: Send, status: list[int] | None = None) -> Send:
     """Pass 2xx/3xx through; replace an error answer by its code and a short message
-    (MLflow's can quote the whole request and carry a stack trace)."""
+    (MLflow's can quote the whole request and carry a stack trace). The app's status is
+    appended to `status` when given."""
     start: Message | None = None
     parts: list[bytes] = []
 
     async def inner(message: Message) -> None:
         nonlocal start
+        if message["type"] == "http.response.start" and status is not None:
+            status.append(int(message["status"]))
         if message["type"] == "http.response.start" and message["status"] >= 400:
             start = message
             return

@@ -11,10 +11,12 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 HOST_TAG, PID_TAG = "mlpipe.host", "mlpipe.pid"
 BASELINE_TAG = "dvc_exp_baseline_rev"
 SWEEP_TAG = "mlpipe.sweep"  # on the parent run: the baseline commit it groups
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch request
 SWEEP_LOCK_WAIT_S = 120.0  # a lookup-or-create takes milliseconds; this waits out a crowd
 
 
@@ -158,6 +161,20 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+def log_series(points: list[tuple[str, float, int]]) -> None:
+    """(key, value, step) points in a few batched requests (per-step curves)."""
+    from mlflow.entities import Metric
+
+    active = mlflow.active_run()
+    if active is None or not points:
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for key, value, step in points]
+    client = store.client()
+    for i in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(active.info.run_id, metrics=metrics[i : i + MAX_BATCH_METRICS])
+
+
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
@@ -168,6 +185,19 @@ def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
 
 def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
+
+
+def artifact_link(run_id: str, artifact_path: str) -> str:
+    """A link to a run's artifact that works in markdown rendered by the MLflow UI (a model
+    version's description): relative to the UI's root, so it holds behind a path prefix
+    too. A path relative to the card itself resolves against the UI page and 404s."""
+    query = urlencode({"path": artifact_path, "run_uuid": run_id})
+    return f"get-artifact?{query}"
+
+
+def log_table(columns: dict[str, list[Any]], artifact_file: str) -> None:
+    """A table artifact the run page shows as one table (mlflow.log_table)."""
+    mlflow.log_table(data=columns, artifact_file=artifact_file)
 
 
 def set_tags(tags: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mlpipe.errors import TrackingError, redact
 from mlpipe.tracking import store
+from mlpipe.tracking.capture import RequestSampler
 from mlpipe.tracking.guard import MAX_BATCH, RequestGuard, RequestLimits
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ def image_shape(model: Any) -> tuple[int, int, int]:
     return c, h, w
 
 
-def build_app(model_uri: str, max_batch: int = MAX_BATCH) -> RequestGuard:
+def build_app(
+    model_uri: str, max_batch: int = MAX_BATCH, sampler: RequestSampler | None = None
+) -> RequestGuard:
     """Load `model_uri` from the store; MLflow's scoring app for it behind the guard."""
     from mlflow.pyfunc import scoring_server
 
@@ -49,12 +52,23 @@ def build_app(model_uri: str, max_batch: int = MAX_BATCH) -> RequestGuard:
         "serving %s: images %s, at most %d per request, %d bytes per body",
         model_uri, limits.shape_text, limits.max_batch, limits.max_bytes,
     )  # fmt: skip
-    return RequestGuard(scoring_server.init(model), limits)
+    if sampler is not None:
+        log.info(
+            "keeping %.0f%% of answered requests in %s (at most %d images)",
+            100 * sampler.rate, sampler.folder, sampler.max_images,
+        )  # fmt: skip
+    return RequestGuard(scoring_server.init(model), limits, sampler=sampler)
 
 
-def serve(model_uri: str, host: str, port: int, max_batch: int = MAX_BATCH) -> None:
+def serve(
+    model_uri: str,
+    host: str,
+    port: int,
+    max_batch: int = MAX_BATCH,
+    sampler: RequestSampler | None = None,
+) -> None:
     """Serve until interrupted."""
     import uvicorn
 
-    app = build_app(model_uri, max_batch)
+    app = build_app(model_uri, max_batch, sampler)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -64,9 +64,21 @@ class EpochStats:
     lr: float  # at the end of the epoch
     seconds: float
     images_per_second: float
+    step: int = 0  # optimizer steps over all epochs when this epoch ended (MLflow's step)
 
 
 WALL_CLOCK_FIELDS = ("seconds", "images_per_second")
+CSV_FIELDS = [f.name for f in fields(EpochStats) if f.name not in (*WALL_CLOCK_FIELDS, "step")]
+STEP_POINTS_PER_EPOCH = 50  # training-loss points per epoch for the tracker's curves
+
+
+@dataclass
+class StepStats:
+    """One recorded optimizer step, for curves finer than an epoch (the warm-up, spikes)."""
+
+    step: int  # 1-based, over all epochs
+    loss: float  # of that step's batch, on this rank
+    lr: float  # the learning rate that step used
 
 
 @dataclass
@@ -89,8 +101,9 @@ class History:
         """One row per epoch (the DVC plot), without wall-clock columns: the same training
         gives the same bytes, so DVC sees no change (timings go to MLflow and train.json)."""
         buf = io.StringIO()
-        names = [f.name for f in fields(EpochStats) if f.name not in WALL_CLOCK_FIELDS]
-        writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n", extrasaction="ignore")
+        writer = csv.DictWriter(
+            buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(self.rows())
         return buf.getvalue()
@@ -111,6 +124,7 @@ class History:
 
 
 EpochCallback = Callable[[EpochStats], None]
+StepCallback = Callable[[list[StepStats]], None]  # about STEP_POINTS_PER_EPOCH, per epoch
 
 
 class Checkpointer(Protocol):
@@ -146,6 +160,7 @@ class _Loop:
     batch_size: int  # train.batch_size, at most the training split
     steps_per_epoch: int
     epoch: int = 0  # epochs completed
+    on_steps: StepCallback | None = None  # not state: a resumed run passes its own
 
     def state_dict(self) -> dict[str, Any]:
         """A collective under DDP (every rank's RNG state is gathered)."""
@@ -183,14 +198,17 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     *,
     checkpointer: Checkpointer | None = None,
+    on_steps: StepCallback | None = None,
 ) -> History:
     """Train `model` in place; return per-epoch statistics.
 
     With `checkpointer`, continue from its saved state and save after every epoch. With
     train.ema_decay, `model` ends holding the EMA weights (those validated, to be saved).
-    Under torchrun every rank calls this; `on_epoch_end` runs on every rank.
+    Under torchrun every rank calls this; `on_epoch_end` runs on every rank. `on_steps`
+    gets a sample of steps (loss, lr) once per epoch: one host sync per epoch.
     """
     loop = _build(model, cfg, runtime, len(train))
+    loop.on_steps = on_steps
     if checkpointer is not None:
         _restore(loop, checkpointer)
     train, val = train.to(runtime.device), val.to(runtime.device)
@@ -335,6 +353,7 @@ def _run_epoch(loop: _Loop, train: TensorData, val: TensorData, epoch: int) -> E
         lr=float(loop.scheduler.get_last_lr()[0]),
         seconds=seconds,
         images_per_second=n_images / seconds,
+        step=epoch * loop.steps_per_epoch,
     )
     log.info(
         "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
@@ -362,6 +381,7 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
         loop.memory_format,
     )
     guard = _DivergenceGuard(loop, epoch)
+    sampled = _StepSampler(loop, epoch)
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     bar = tqdm(
@@ -379,6 +399,7 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
             logits = loop.module(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         guard.add(loss)
+        sampled.add(step, loss)
         loop.optimizer.zero_grad(set_to_none=True)
         scale = plan.spans[step].loss_scale
         (loss if scale == 1.0 else loss * scale).backward()
@@ -391,6 +412,7 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
     guard.flush()
+    sampled.flush()
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
     n = images_per_epoch(len(data), loop.batch_size, runtime.dist.world_size)
     return loss_sum.item() / n, correct.item() / n, n
@@ -425,6 +447,34 @@ class Heartbeat:
             rate,
             left,
         )
+
+
+class _StepSampler:
+    """Every k-th step's loss and lr, kept on the device and handed to `loop.on_steps` at
+    the end of the epoch, so finer curves cost no extra host syncs during the epoch."""
+
+    def __init__(self, loop: _Loop, epoch: int) -> None:
+        self.loop = loop
+        self.every = max(1, loop.steps_per_epoch // STEP_POINTS_PER_EPOCH)
+        self.first = (epoch - 1) * loop.steps_per_epoch  # steps before this epoch
+        self.steps: list[int] = []
+        self.lrs: list[float] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        """Before the optimizer step: the scheduler's lr is the one this step uses."""
+        if self.loop.on_steps is None or step % self.every:
+            return
+        self.steps.append(self.first + step + 1)
+        self.lrs.append(float(self.loop.scheduler.get_last_lr()[0]))
+        self.losses.append(loss.detach().float())
+
+    def flush(self) -> None:
+        if self.loop.on_steps is None or not self.steps:
+            return
+        losses = torch.stack(self.losses).cpu().tolist()
+        rows = zip(self.steps, losses, self.lrs, strict=True)
+        self.loop.on_steps([StepStats(step, loss, lr) for step, loss, lr in rows])
 
 
 class _DivergenceGuard:

@@ -22,7 +22,7 @@ from mlpipe.dataset import ImageDataset
 from mlpipe.errors import TrackingError
 from mlpipe.models import Classifier, build_model, predict_logits
 from mlpipe.train.device import Runtime, seed_everything
-from mlpipe.train.engine import EpochStats, History, TensorData, fit
+from mlpipe.train.engine import EpochStats, History, StepStats, TensorData, fit
 from mlpipe.train.resume import ResumeFile
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,10 @@ def train(
             log_inputs(cfg, data, validation, data_docs, data_dir)
             for row in state.get("history", []):  # epochs trained before a kill
                 log_epoch(row)
-        history = fit(model, train_data, val, cfg["train"], runtime, log_epoch, checkpointer=resume)
+        history = fit(
+            model, train_data, val, cfg["train"], runtime, log_epoch,
+            checkpointer=resume, on_steps=log_steps,
+        )  # fmt: skip
         temperature = calibrate(model, val, runtime)
         uri = logged_model.log_classifier(
             model, data.class_names, data.splits["train"].images[:4], temperature=temperature
@@ -102,11 +105,11 @@ def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:
     raw, scaled = cal.softmax(logits), cal.softmax(logits, temperature)
     runs.log_metrics(
         {
-            "temperature": temperature,
-            "val_nll_uncalibrated": cal.nll(raw, labels),
-            "val_nll_calibrated": cal.nll(scaled, labels),
-            "val_ece_uncalibrated": cal.ece(raw, labels),
-            "val_ece_calibrated": cal.ece(scaled, labels),
+            "calibration/temperature": temperature,
+            "calibration/val_nll_uncalibrated": cal.nll(raw, labels),
+            "calibration/val_nll_calibrated": cal.nll(scaled, labels),
+            "calibration/val_ece_uncalibrated": cal.ece(raw, labels),
+            "calibration/val_ece_calibrated": cal.ece(scaled, labels),
         }
     )
     log.info("temperature %.3f fitted on %d val images", temperature, len(val))
@@ -135,7 +138,7 @@ def log_inputs(
     if validation is not None and validation.is_file():
         summary = json.loads(validation.read_text())
         counts = ("evaluated", "passed", "failed", "warnings")
-        runs.log_metrics({f"validation_{k}": summary[k] for k in counts if k in summary})
+        runs.log_metrics({f"validate/{k}": summary[k] for k in counts if k in summary})
         runs.set_tags({"validation_success": str(summary.get("success"))})
         runs.log_artifact(validation, "validate")
     if docs is not None and docs.is_file():  # validate.html: one self-contained page
@@ -144,11 +147,33 @@ def log_inputs(
         runs.log_artifacts(docs, "validate/data_docs")
 
 
+# EpochStats field -> MLflow metric: grouped by `/` into sections of the run page, all on
+# the optimizer-step axis of the per-step curves (`epoch` is a metric too, to plot against)
+EPOCH_METRICS = {
+    "epoch": "epoch",
+    "train_loss": "train/epoch_loss",
+    "train_accuracy": "train/accuracy",
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
+    "seconds": "perf/epoch_seconds",
+    "images_per_second": "perf/images_per_second",
+}
+
+
 def log_epoch(stats: EpochStats | dict[str, Any]) -> None:
     from mlpipe.tracking import runs
 
     row = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
-    runs.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+    step = int(row.get("step") or row["epoch"])  # resume files before `step` existed
+    runs.log_metrics({name: row[k] for k, name in EPOCH_METRICS.items() if k in row}, step=step)
+
+
+def log_steps(steps: list[StepStats]) -> None:
+    """A sample of steps: the training loss and the learning rate (one-cycle warm-up)."""
+    from mlpipe.tracking import runs
+
+    series = [("train/loss", s.loss, s.step) for s in steps]
+    runs.log_series(series + [("train/lr", s.lr, s.step) for s in steps])
 
 
 def run_name(arch: str, tags: dict[str, str], now: datetime | None = None) -> str:
