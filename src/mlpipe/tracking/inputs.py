@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,15 @@ def log_split_inputs(folder: Path, splits: dict[str, Any], name: str) -> str:
             rel = f"{split}.npz"
             if rel not in files:
                 continue
-            dataset = from_numpy(
-                features=data.images,
-                targets=data.labels,
-                source=str((folder / rel).resolve()),
-                name=f"{name}-{split}",
-                digest=files[rel],
-            )
+            with warnings.catch_warnings():  # a local path matches two source types
+                warnings.filterwarnings("ignore", "The specified dataset source can be")
+                dataset = from_numpy(
+                    features=data.images,
+                    targets=data.labels,
+                    source=str((folder / rel).resolve()),
+                    name=f"{name}-{split}",
+                    digest=files[rel],
+                )
             mlflow.log_input(dataset, context=split, tags={"dvc_md5": dir_md5})
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {store.display_uri()}: {exc.message}") from None
