@@ -1,8 +1,10 @@
 """Stage `evaluate`: metrics on the held-out test set, logged to the pipeline's MLflow run.
 
-Writes evaluate.json (the test metrics: DVC metrics, and the one home of the test
-scores that register reads), one predicted class per test image, and the confusion
-matrix.
+Writes evaluate.json (the headline test metrics, ECE among them: DVC metrics),
+evaluate_details.json (per class, calibration, top confusions: what register reads), one
+predicted class per test image, the confusion matrix, the reliability diagram, the most
+frequent confusions (CSV), a gallery of the most confident mistakes and Integrated
+Gradients maps for one test image per class.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
 from mlpipe.evaluate import calibration
 from mlpipe.evaluate.config import EvaluateConfig
+from mlpipe.evaluate.explain import integrated_gradients, sample_per_class
 from mlpipe.evaluate.metrics import (
     classification_metrics,
     flat_metrics,
@@ -25,7 +29,13 @@ from mlpipe.evaluate.metrics import (
     per_class_table,
     predictions_csv,
 )
-from mlpipe.evaluate.plots import save_confusion_matrix, save_reliability_diagram
+from mlpipe.evaluate.mistakes import confident_mistakes, confusions_csv, top_confusions
+from mlpipe.evaluate.plots import (
+    save_attribution_grid,
+    save_confusion_matrix,
+    save_mistake_gallery,
+    save_reliability_diagram,
+)
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.models import predict_logits
 from mlpipe.models.checkpoint import load_checkpoint
@@ -35,6 +45,8 @@ from mlpipe.tracking import runs
 log = logging.getLogger("mlpipe.evaluate")
 SECTIONS = {"evaluate": EvaluateConfig}
 ARTIFACTS = "evaluate"  # where the run keeps evaluate's files
+MISTAKES_PER_CLASS = 4  # columns of confident_mistakes.png
+IG_STEPS = 32  # Integrated Gradients steps: 1 test image per class, a second or so on a CPU
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +100,35 @@ def main(argv: list[str] | None = None) -> int:
         png = args.plots / "confusion_matrix.png"
         title = f"Test confusion matrix (accuracy {metrics['accuracy']:.4f})"
         save_confusion_matrix(metrics["confusion_matrix"], names, png, title)
+        # error analysis: the most frequent confusions and the most confident mistakes
+        metrics["top_confusions"] = top_confusions(metrics["confusion_matrix"], names)
+        confusions = args.plots / "confusions.csv"
+        atomic_write_text(confusions, confusions_csv(metrics["top_confusions"]))
+        probs = calibration.softmax(logits.numpy(), temperature)
+        gallery = args.plots / "confident_mistakes.png"
+        picks = confident_mistakes(probs, test.labels, MISTAKES_PER_CLASS)
+        save_mistake_gallery(test.images, probs, picks, names, gallery)
+        # explanations: Integrated Gradients for the first test image of each class
+        sample = sample_per_class(test.labels, len(names))
+        ig = integrated_gradients(model, test.images[sample], y_pred[sample], IG_STEPS, sample)
+        attributions = args.plots / "attributions.png"
+        arch = type(model.backbone).__name__
+        save_attribution_grid(
+            test.images[sample],
+            ig.attributions,
+            test.labels[sample],
+            ig.targets,
+            names,
+            attributions,
+            f"Integrated Gradients ({arch}), black baseline, {IG_STEPS} steps",
+        )
+        metrics["explanations"] = {
+            "method": "integrated_gradients (captum)",
+            "baseline": "black image",
+            "steps": IG_STEPS,
+            "test_indices": sample,
+            "max_abs_completeness_delta": round(float(np.abs(ig.delta).max(initial=0.0)), 6),
+        }
         csv_text = predictions_csv(test.labels.tolist(), y_pred.tolist(), names)
         atomic_write_text(args.plots / "predictions.csv", csv_text)
         atomic_write_json(args.details, metrics)
@@ -97,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.log_table(per_class_table(metrics), f"{ARTIFACTS}/per_class.json")
             runs.log_artifact(png, ARTIFACTS)
             runs.log_artifact(reliability, ARTIFACTS)
+            runs.log_artifact(confusions, ARTIFACTS)
+            runs.log_artifact(gallery, ARTIFACTS)
+            runs.log_artifact(attributions, ARTIFACTS)
             runs.log_artifact(args.report, ARTIFACTS)
             runs.log_artifact(args.details, ARTIFACTS)
         log.info(

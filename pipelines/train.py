@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         runtime = runtime_for(cfg["runtime"])
         resume_path = args.resume_file or args.model_dir / RESUME_FILE
         try:
-            done, resume = train(cfg, data, runtime, resume_path, args.validation, args.data_docs)
+            done, resume = train(
+                cfg, data, runtime, resume_path, args.validation, args.data_docs, args.data
+            )
         finally:
             distributed.shutdown()
         if not runtime.dist.is_main:

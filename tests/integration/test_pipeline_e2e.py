@@ -109,6 +109,19 @@ def test_metrics_written(repo: Path) -> None:
     assert cal["temperature"] != 1.0 and cal["ece"] == headline["ece"]
     assert 0 <= cal["ece"] <= 1 and cal["nll"] > 0 and cal["brier_uncalibrated"] > 0
     assert (repo / "reports/plots/reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    # error analysis: top confusions (from the confusion matrix) and the mistakes gallery
+    matrix = metrics["confusion_matrix"]
+    mistakes = 360 - sum(matrix[i][i] for i in range(10))
+    top = metrics["top_confusions"]
+    assert top and top[0]["count"] == max(
+        matrix[t][p] for t in range(10) for p in range(10) if t != p
+    )
+    assert top[0]["share"] == round(top[0]["count"] / mistakes, 4)
+    csv_lines = (repo / "reports/plots/confusions.csv").read_text().splitlines()
+    assert csv_lines[0] == "true,predicted,count,share" and len(csv_lines) == len(top) + 1
+    assert (repo / "reports/plots/confident_mistakes.png").read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "reports/plots/attributions.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(metrics["explanations"]["test_indices"]) == 10  # one per class
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert not any("per_class" in json.dumps(v) for v in shown.values())
     assert sum(map(sum, metrics["confusion_matrix"])) == 360
@@ -152,6 +165,8 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate")}
     assert {"evaluate/confusion_matrix.png", "evaluate/per_class.json"} <= artifacts
     assert "evaluate/reliability_diagram.png" in artifacts
+    assert {"evaluate/confusions.csv", "evaluate/confident_mistakes.png"} <= artifacts
+    assert "evaluate/attributions.png" in artifacts
     assert mlrun.data.metrics["test/ece"] == pytest.approx(headline_ece(repo))
     assert mlrun.data.metrics["calibration/temperature"] > 0
     assert "calibration/val_nll_calibrated" in mlrun.data.metrics
@@ -173,6 +188,17 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     tags = client.get_model_version("digits-classifier", "1").tags
     assert tags["lineage.data_md5"] == processed[0]["md5"] == reg["lineage"]["data_md5"]
     assert tags["lineage.git_commit"] == mlrun.data.tags["git_commit"]
+    # MLflow dataset inputs: one per split, digests = DVC's md5s (the folder's and each file's)
+    inputs = {}
+    for d in mlrun.inputs.dataset_inputs:
+        input_tags = {t.key: t.value for t in d.tags}
+        assert input_tags["dvc_md5"] == processed[0]["md5"]
+        inputs[input_tags["mlflow.data.context"]] = d.dataset
+    assert set(inputs) == {"train", "val", "test"}
+    for split, dataset in inputs.items():
+        raw = (repo / f"data/processed/{split}.npz").read_bytes()
+        assert dataset.digest == hashlib.md5(raw).hexdigest()
+    assert mlrun.data.tags["data_dvc_md5"] == processed[0]["md5"]
     assert tags["decision"] == "promoted" and tags["export.passed"] == "true"
     # few, readable tags: the numbers behind the decision are in the run's record and card
     assert len(tags) <= 10 and not [v for v in tags.values() if v.startswith(("{", "["))]
@@ -188,6 +214,8 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
     files |= {a.path for a in client.list_artifacts(run_id, "export")}
     assert {"model_card.md", "export/model.onnx", "export/model.torchscript.pt"} <= files
     assert mlrun.data.tags["registration_decision"] == "promoted"
+    card = Path(client.download_artifacts(run_id, "model_card.md", str(tmp_path))).read_text()
+    assert "### Calibration and mistakes" in card and "Most frequent confusions" in card
 
 
 def test_logged_model_serves_predictions(repo: Path) -> None:

@@ -20,7 +20,7 @@ METRICS = {
 }
 
 
-def card(champion: bool) -> str:
+def card(champion: bool, metrics: dict | None = None) -> str:
     correct = np.ones(10, bool)
     champ = Evaluation(dict(METRICS, accuracy=0.9), correct) if champion else None
     decision = decide(Evaluation(METRICS, correct), champ, RegisterConfig(), "1" if champ else None)
@@ -32,7 +32,7 @@ def card(champion: bool) -> str:
             "md5": "abc.dir",
             "splits": {"train": 54000, "val": 6000, "test": 10000},
         },
-        metrics=METRICS,
+        metrics=metrics or METRICS,
         decision=decision.to_dict(),
         lineage={"git_commit": "c0ffee", "data_md5": "abc.dir", "run_id": "r1", "params": "{}"},
         params={"train.lr": "0.003", "model.arch": "cnn"},
@@ -71,6 +71,29 @@ def test_card_has_every_section_and_the_numbers():
     assert "| train.lr | 0.003 |" in text
     assert "- git_commit: `c0ffee`" in text and "params:" not in text
     assert "train 54,000" in text
+
+
+def test_card_shows_calibration_and_top_confusions():
+    text = card(champion=False)
+    assert "### Calibration and mistakes" in text and "not reported" in text  # older evaluate
+    metrics = dict(
+        METRICS,
+        calibration={
+            "temperature": 1.5,
+            "ece": 0.01,
+            "ece_uncalibrated": 0.05,
+            "nll": 0.2,
+            "nll_uncalibrated": 0.3,
+            "brier": 0.1,
+            "brier_uncalibrated": 0.12,
+        },
+        top_confusions=[{"true": "Shirt", "predicted": "T-shirt/top", "count": 90, "share": 0.2}],
+    )
+    text = card(champion=False, metrics=metrics)
+    assert "T = 1.5000" in text and "| ece | 0.0500 | 0.0100 |" in text
+    assert "| Shirt | T-shirt/top | 90 | 0.2000 |" in text
+    assert "![Reliability diagram (test)](evaluation/reliability_diagram.png)" in text
+    assert "![Most confident mistakes (test)](evaluation/confident_mistakes.png)" in text
 
 
 def test_card_without_champion_says_so():

@@ -56,3 +56,72 @@ def save_reliability_diagram(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def save_mistake_gallery(
+    images: np.ndarray,
+    probs: np.ndarray,
+    picks: list[list[int]],
+    class_names: list[str],
+    path: str | Path,
+) -> None:
+    """One row per true class, its most confident mistakes (mistakes.confident_mistakes)
+    left to right, each titled with the predicted class and its probability."""
+    cols = max(1, max((len(row) for row in picks), default=1))
+    rows = len(picks)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols + 1.2, 1.5 * rows), squeeze=False)
+    for r, row in enumerate(picks):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c == 0:
+                ax.set_ylabel(f"true: {class_names[r]}", fontsize=7, rotation=0, ha="right")
+            if c >= len(row):
+                if c == 0:
+                    ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=7)
+                continue
+            i = row[c]
+            image = images[i]
+            shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+            ax.imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+            p = int(probs[i].argmax())
+            ax.set_title(f"{class_names[p]} {probs[i, p]:.2f}", fontsize=7, color="tab:red")
+    fig.suptitle("Most confident test mistakes (predicted class, probability)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def save_attribution_grid(
+    images: np.ndarray,
+    attributions: np.ndarray,
+    labels: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    path: str | Path,
+    title: str,
+) -> None:
+    """Per sampled image: the image, then its attribution summed over channels (red: for the
+    explained class, blue: against it, symmetric scale per image)."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(3.6, 1.6 * n + 0.6), squeeze=False)
+    for r in range(n):
+        image, attr = images[r], attributions[r].sum(axis=0)
+        shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+        axes[r][0].imshow(shown, cmap="gray" if image.shape[0] == 1 else None)
+        limit = float(np.abs(attr).max()) or 1.0
+        axes[r][1].imshow(attr, cmap="bwr", vmin=-limit, vmax=limit)
+        axes[r][0].set_ylabel(f"true: {class_names[int(labels[r])]}", fontsize=7)
+        axes[r][1].set_title(f"IG for {class_names[int(targets[r])]}", fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

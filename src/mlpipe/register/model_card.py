@@ -33,6 +33,7 @@ def build_model_card(
         _data_section(data, metrics),
         _metrics_section(metrics, decision, champion_metrics),
         _per_class_section(metrics, confusion_image),
+        _insight_section(metrics, confusion_image),
         _gates_section(decision),
         _exports_section(exports),
         _params_section(params),
@@ -94,6 +95,37 @@ def _per_class_section(metrics: dict[str, Any], confusion_image: str | None) -> 
     if confusion_image:
         text += f"\n\n![Confusion matrix (test)]({confusion_image})"
     return text
+
+
+def _insight_section(metrics: dict[str, Any], confusion_image: str | None) -> str:
+    """Calibration and error analysis, when evaluate reported them."""
+
+    def image(name: str) -> str:  # beside the confusion matrix, linked the same way
+        return (confusion_image or "").replace("confusion_matrix.png", name)
+
+    parts = ["### Calibration and mistakes"]
+    cal = metrics.get("calibration")
+    if cal:
+        rows = [[k, cal.get(f"{k}_uncalibrated"), cal.get(k)] for k in ("ece", "nll", "brier")]
+        parts.append(
+            f"Temperature scaling (T = {_cell(cal.get('temperature'))}, fitted on the "
+            "validation split) is inside the served model.\n\n"
+            + _table(["test metric", "uncalibrated", "served (calibrated)"], rows)
+        )
+        if confusion_image:
+            parts.append(f"![Reliability diagram (test)]({image('reliability_diagram.png')})")
+    confusions = metrics.get("top_confusions")
+    if confusions:
+        rows = [[r["true"], r["predicted"], r["count"], r["share"]] for r in confusions]
+        parts.append(
+            "Most frequent confusions (share of all mistakes):\n\n"
+            + _table(["true", "predicted", "count", "share"], rows)
+        )
+        if confusion_image:
+            parts.append(f"![Most confident mistakes (test)]({image('confident_mistakes.png')})")
+    if len(parts) == 1:
+        parts.append("- not reported by this version's evaluate stage")
+    return "\n\n".join(parts)
 
 
 def _gates_section(decision: dict[str, Any]) -> str:

@@ -94,10 +94,13 @@ def close_orphans(experiment_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+def start_run(
+    experiment: str, run_name: str, tags: dict[str, str], system_metrics: bool = False
+) -> Iterator[str]:
     """Open the pipeline execution's run; yields its id. During `dvc exp run` (a baseline
     commit in `tags`) the run is a child of the parent that groups the experiments made
-    from that commit, a sweep among them."""
+    from that commit, a sweep among them. `system_metrics`: MLflow samples CPU, memory
+    (psutil) and, with nvidia-ml-py, GPU use while the run is open."""
     exp_id = store.setup(experiment)
     try:
         close_orphans(exp_id)
@@ -105,7 +108,12 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[
         parent = sweep_parent(exp_id, baseline) if baseline else None
     except MlflowException as exc:
         raise TrackingError(f"MLflow store {store.display_uri()}: {exc.message}") from None
-    with mlflow.start_run(run_name=run_name, tags=tags | owner_tags(), parent_run_id=parent) as run:
+    with mlflow.start_run(
+        run_name=run_name,
+        tags=tags | owner_tags(),
+        parent_run_id=parent,
+        log_system_metrics=system_metrics,
+    ) as run:
         yield str(run.info.run_id)
 
 

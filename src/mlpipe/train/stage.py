@@ -46,6 +46,7 @@ def train(
     resume_path: Path,
     validation: Path | None = None,
     data_docs: Path | None = None,
+    data_dir: Path | None = None,
 ) -> tuple[Trained, ResumeFile]:
     """Build and fit `cfg["model"]` on data's train split, validating on its val split."""
     seed_everything(cfg["train"].seed)
@@ -78,7 +79,7 @@ def train(
     with open_run(cfg, resume.extra.get(RUN_ID_KEY)) as (run_id, reopened):
         resume.extra[RUN_ID_KEY] = run_id
         if not reopened:
-            log_inputs(cfg, data, validation, data_docs)
+            log_inputs(cfg, data, validation, data_docs, data_dir)
             for row in state.get("history", []):  # epochs trained before a kill
                 log_epoch(row)
         history = fit(
@@ -119,10 +120,19 @@ def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:
 
 
 def log_inputs(
-    cfg: dict[str, Any], data: ImageDataset, validation: Path | None, docs: Path | None
+    cfg: dict[str, Any],
+    data: ImageDataset,
+    validation: Path | None,
+    docs: Path | None,
+    data_dir: Path | None = None,
 ) -> None:
-    """Params, and the data gate's results: they belong to the run that used the data."""
-    from mlpipe.tracking import runs
+    """Params, the splits as MLflow dataset inputs (digests: DVC's md5s) and the data
+    gate's results: they belong to the run that used the data."""
+    from mlpipe.tracking import inputs, runs
+
+    if data_dir is not None:
+        dir_md5 = inputs.log_split_inputs(data_dir, data.splits, Path(data.source).name or "data")
+        runs.set_tags({"data_dvc_md5": dir_md5})
 
     runs.log_params(
         {k: dataclasses.asdict(cfg[k]) for k in LOGGED_SECTIONS}
@@ -193,7 +203,9 @@ def open_run(cfg: dict[str, Any], previous: str | None) -> Iterator[tuple[str, b
         if run_id is None:
             tags = runs.run_tags("train")
             name = run_name(cfg["model"].arch, tags)
-            run_id = stack.enter_context(runs.start_run(cfg["tracking"].experiment, name, tags))
+            run_id = stack.enter_context(
+                runs.start_run(cfg["tracking"].experiment, name, tags, system_metrics=True)
+            )
             yield run_id, False
         else:
             yield run_id, True
