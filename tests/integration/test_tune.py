@@ -140,14 +140,24 @@ def test_show_then_apply_and_the_pipeline_reproduces_the_best_trial(
         cwd=repo, env=env, check=True, capture_output=True,
     )  # fmt: skip
     assert (repo / "conf/experiment/tuned.yaml").is_file()
-    run(["dvc", "exp", "run", "-S", "data=digits", "-S", "experiment=tuned"], repo)
+    # the pipeline up to the train stage: what the trial's number depends on
+    run(["dvc", "exp", "run", "-S", "data=digits", "-S", "experiment=tuned", "train"], repo)
     with (repo / "reports/plots/training_curves.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
     assert float(last["val_accuracy"]) == pytest.approx(best.value, abs=1e-9)
 
 
-def test_bad_input_is_one_line_before_any_trial(searched: dict[str, Any], tmp_path: Path) -> None:
-    repo, env = searched["repo"], searched["env"]
+def test_bad_input_is_one_line_before_any_trial(
+    searched: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlpipe.cli import main
+
+    repo = searched["repo"]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLPIPE_TUNE_STORAGE", searched["storage"])
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(SPACE | {"objective": "test_accuracy"}))
     cases = [
@@ -157,12 +167,10 @@ def test_bad_input_is_one_line_before_any_trial(searched: dict[str, Any], tmp_pa
         (["apply", "--study", "s1", "--name", "../x"], "mlpipe tune apply: error: --name: "),
     ]
     for args, line in cases:
-        out = subprocess.run(
-            [sys.executable, "-m", "mlpipe.cli", "tune", *args],
-            cwd=repo, env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        assert out.returncode == 1, (args, out.stderr)
-        assert out.stderr.startswith(line) and out.stderr.count("\n") == 1, out.stderr
+        capsys.readouterr()
+        assert main(["tune", *args, "--root", str(repo)]) == 1, args
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1, err
 
 
 def test_the_same_search_with_the_study_in_postgresql(searched: dict[str, Any]) -> None:
