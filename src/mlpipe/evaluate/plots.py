@@ -25,10 +25,7 @@ def save_confusion_matrix(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d"
     )
     ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def save_reliability_diagram(
@@ -52,10 +49,7 @@ def save_reliability_diagram(
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def save_mistake_gallery(
@@ -90,10 +84,7 @@ def save_mistake_gallery(
             p = int(probs[i].argmax())
             ax.set_title(f"{class_names[p]} {probs[i, p]:.2f}", fontsize=7, color="tab:red")
     fig.suptitle("Most confident test mistakes (predicted class, probability)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def save_attribution_grid(
@@ -121,7 +112,12 @@ def save_attribution_grid(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
+    _save(fig, path, dpi=100)
+
+
+def _save(fig: Any, path: str | Path, dpi: int) -> None:
+    """Lay out, write the PNG atomically (a reader never sees half a file), free the figure."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)

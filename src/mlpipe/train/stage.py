@@ -49,15 +49,7 @@ def train(
     data_dir: Path | None = None,
 ) -> tuple[Trained, ResumeFile]:
     """Build and fit `cfg["model"]` on data's train split, validating on its val split."""
-    seed_everything(cfg["train"].seed)
-    norm = data.extra["normalization"]
-    model = build_model(
-        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
-    )
-    train_data, val = (
-        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
-        for s in ("train", "val")
-    )
+    model, train_data, val = model_and_splits(cfg, data)
     resume = ResumeFile.for_run(
         resume_path,
         cfg["model"],
@@ -92,6 +84,23 @@ def train(
         )
     resume.extra.pop(RUN_ID_KEY)  # from here on train.json holds it
     return Trained(model, history, run_id, uri, temperature), resume
+
+
+def model_and_splits(
+    cfg: dict[str, Any], data: ImageDataset
+) -> tuple[Classifier, TensorData, TensorData]:
+    """The seeded, freshly built model and the train and val splits `fit` takes: what the
+    train stage fits, and what each `mlpipe tune` trial fits for its params."""
+    seed_everything(cfg["train"].seed)
+    norm = data.extra["normalization"]
+    model = build_model(
+        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
+    )
+    train_data, val = (
+        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
+        for s in ("train", "val")
+    )
+    return model, train_data, val
 
 
 def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:

@@ -11,10 +11,11 @@ import yaml
 from mlpipe.compose import compose_checked
 from mlpipe.config import Schema, load_section
 from mlpipe.dataset import ImageDataset
-from mlpipe.models import build_model, schema_for
+from mlpipe.models import schema_for
 from mlpipe.train.config import RuntimeConfig, TrainConfig
-from mlpipe.train.device import runtime_for, seed_everything
-from mlpipe.train.engine import EpochCallback, History, TensorData, fit
+from mlpipe.train.device import runtime_for
+from mlpipe.train.engine import EpochCallback, History, fit
+from mlpipe.train.stage import model_and_splits
 
 SECTIONS: dict[str, Schema] = {"model": schema_for, "train": TrainConfig, "runtime": RuntimeConfig}
 
@@ -40,15 +41,8 @@ def trial_config_from(params: dict[str, Any], overrides: list[str]) -> dict[str,
 def train_trial(
     cfg: dict[str, Any], data: ImageDataset, on_epoch_end: EpochCallback | None
 ) -> History:
-    """The train stage's `fit` for `cfg` (mlpipe.train.stage.train, less its bookkeeping)."""
+    """The train stage's `fit` for `cfg` (mlpipe.train.stage.train, less its bookkeeping:
+    the resume file, the MLflow run, the logged model and temperature scaling)."""
     runtime = runtime_for(cfg["runtime"])
-    seed_everything(cfg["train"].seed)
-    norm = data.extra["normalization"]
-    model = build_model(
-        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
-    )
-    train, val = (
-        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
-        for s in ("train", "val")
-    )
+    model, train, val = model_and_splits(cfg, data)
     return fit(model, train, val, cfg["train"], runtime, on_epoch_end)
