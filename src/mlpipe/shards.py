@@ -1,0 +1,122 @@
+"""Images on disk in fixed-size shards: the reading half of the format (numpy only).
+
+A split is a list of shards and an index. Each shard is one `.npy` file holding a
+uint8 array (n, C, H, W), read with memory mapping (`np.load(mmap_mode="r")`), so a
+reader holds one shard's pages at a time and the operating system may drop them. The
+index says, for each image of the split in split order, its label, the shard it is
+in and its row there (`offset`), and optionally its id (e.g. the source file) and the
+hash of its pixels. A split may use only some rows of a shard (preprocess takes
+val out of train by index, without copying pixels).
+
+`ShardedSplit.shards_in_order` gives, shard by shard, which rows a split reads, which
+is all a streaming reader needs; `ShardedSplit.load` gathers the whole split into
+memory for the stages and data sizes where that fits.
+
+A shard whose file is missing, truncated or of the wrong shape, dtype or hash stops
+the reader with a `DataError` naming the shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpipe.errors import DataError
+
+HASH_CHUNK = 1 << 22  # bytes hashed at a time: bounded memory over a shard of any size
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    count: int  # images in the file
+    sha256: str | None = None  # of the whole .npy file; None: not checked
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_shard(shard: Shard, image_shape: tuple[int, int, int], verify: bool = True) -> np.ndarray:
+    """The shard as a read-only memory map (n, C, H, W) uint8, checked against its index."""
+    path = shard.path
+    if verify and shard.sha256 is not None:
+        try:
+            actual = file_sha256(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: shard missing; rerun the stage that wrote it") from None
+        if actual != shard.sha256:
+            raise DataError(
+                f"{path}: shard content does not match its index (sha256 {actual[:12]}..., "
+                f"expected {shard.sha256[:12]}...); rerun the stage that wrote it"
+            )
+    try:
+        array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: shard missing; rerun the stage that wrote it") from None
+    except (OSError, ValueError) as exc:  # a truncated file fails the memory map
+        raise DataError(f"{path}: shard unreadable (truncated?): {exc}") from None
+    expected = (shard.count, *image_shape)
+    if array.dtype != np.uint8 or tuple(array.shape) != expected:
+        raise DataError(
+            f"{path}: shard holds {array.dtype} {tuple(array.shape)}, "
+            f"its index says uint8 {expected}"
+        )
+    return array
+
+
+@dataclass
+class ShardedSplit:
+    """One split: its shards and, per image in split order, label, shard and row."""
+
+    shards: list[Shard]
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    labels: np.ndarray  # (N,) int64
+    shard: np.ndarray  # (N,) int32: index into `shards`
+    offset: np.ndarray  # (N,) int32: row in that shard
+    ids: np.ndarray | None = None  # (N,) str
+    hashes: np.ndarray | None = None  # (N,) str: hash of each image's pixels
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        for name in ("shard", "offset", "ids", "hashes"):
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise DataError(f"index column {name} has {len(column)} rows, labels {n}")
+        if n and (self.shard.min() < 0 or self.shard.max() >= len(self.shards)):
+            raise DataError(f"index names shard {int(self.shard.max())} of {len(self.shards)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels the split holds when loaded."""
+        return len(self) * int(np.prod(self.image_shape))
+
+    def shards_in_order(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(shard number, positions in the split of its images, in row order) per shard used."""
+        order = np.lexsort((self.offset, self.shard))
+        starts = np.flatnonzero(np.diff(self.shard[order], prepend=-1))
+        for block in np.split(order, starts[1:]):
+            if len(block):
+                yield int(self.shard[block[0]]), block
+
+    def read(self, shard_number: int, verify: bool = True) -> np.ndarray:
+        return open_shard(self.shards[shard_number], self.image_shape, verify=verify)
+
+    def load(self, verify: bool = True) -> np.ndarray:
+        """The whole split in memory, (N, C, H, W) uint8 in split order."""
+        out = np.empty((len(self), *self.image_shape), dtype=np.uint8)
+        for number, positions in self.shards_in_order():
+            rows = self.offset[positions]
+            out[positions] = self.read(number, verify=verify)[rows]
+        return out
