@@ -1,7 +1,7 @@
 """Stage `ingest`: load the images that params.yaml `data` names into --out.
 
 Sources: Fashion-MNIST IDX files, scikit-learn's digits, or your own image
-folder (`data=imagefolder data.path=...`). Writes one `<split>.npz` per split
+folder (`data=imagefolder data.path=...`). Writes each split as uint8 shards and an index,
 plus `meta.json` (see mlpipe.dataset), atomically: a failure leaves an
 existing --out as it was. --report gets a summary (counts, shape, source).
 """

@@ -416,7 +416,7 @@ def cmd_compare(args: argparse.Namespace, cfg: RegisterConfig, data: Path) -> No
         rows.append([key, a.tags.get(key, "-")[:12], b.tags.get(key, "-")[:12]])
     rows += _param_rows(a, b)
     print(_columns(rows))
-    if not (data / "test.npz").exists():
+    if not (data / "test.index.npz").exists():
         print(f"(no test set in {data}: McNemar skipped)")
         return
     _mcnemar(a, b, data)

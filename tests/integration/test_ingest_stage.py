@@ -75,7 +75,13 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_digits_writes_the_dataset_folder(tmp_path: Path) -> None:
     out = tmp_path / "raw"
     assert run(write_params(tmp_path, digits_data()), out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.npz", "train.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "meta.json",
+        "test-00000.npy",
+        "test.index.npz",
+        "train-00000.npy",
+        "train.index.npz",
+    ]
     ds = load_dataset(out)
     assert ds.meta()["splits"] == {"train": 1437, "test": 360}
     assert ds.image_shape == (1, 28, 28)

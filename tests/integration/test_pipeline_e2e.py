@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlpipe.dataset import load_dataset
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +198,7 @@ def test_registered_with_aliases_and_run_logged(repo: Path, tmp_path: Path) -> N
         inputs[input_tags["mlflow.data.context"]] = d.dataset
     assert set(inputs) == {"train", "val", "test"}
     for split, dataset in inputs.items():
-        raw = (repo / f"data/processed/{split}.npz").read_bytes()
+        raw = (repo / f"data/processed/{split}.index.npz").read_bytes()
         assert dataset.digest == hashlib.md5(raw).hexdigest()
     assert mlrun.data.tags["data_dvc_md5"] == processed[0]["md5"]
     assert tags["decision"] == "promoted" and tags["export.passed"] == "true"
@@ -225,8 +227,8 @@ def test_logged_model_serves_predictions(repo: Path) -> None:
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
-    with np.load(repo / "data/processed/test.npz") as npz:
-        images, labels = npz["images"][:64], npz["labels"][:64]  # raw uint8 pixels
+    test = load_dataset(repo / "data/processed").splits["test"]
+    images, labels = test.images[:64], test.labels[:64]  # raw uint8 pixels
     predictions = model.predict(images)
     assert list(predictions.columns) == ["label", "probability", "probabilities"]
     assert (predictions["label"].astype(int).to_numpy() == labels).mean() > 0.8
@@ -239,8 +241,7 @@ def test_monitor_watches_the_champion(repo: Path, tmp_path: Path) -> None:
     import numpy as np
 
     assert (repo / "models/monitor/reference.json").is_file()
-    with np.load(repo / "data/processed/test.npz") as npz:
-        images = npz["images"]
+    images = load_dataset(repo / "data/processed").splits["test"].images
     np.savez(tmp_path / "held_out.npz", images=images)
     np.savez(tmp_path / "brighter.npz", images=np.clip(images.astype(int) + 60, 0, 255))
     monitor = [sys.executable, "-m", "mlpipe.cli", "monitor", "--out", str(tmp_path / "out")]
@@ -351,7 +352,6 @@ def test_user_sqlite_store_keeps_artifacts_of_temp_experiments(repo: Path, tmp_p
     """A user-set SQLite store: the artifacts go beside it, not into the --temp copy that
     DVC deletes, so the registered champion still loads afterwards."""
     import mlflow.pyfunc
-    import numpy as np
 
     uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
     # a config not run before: one seen before comes from DVC's run-cache, logging nothing
@@ -362,8 +362,8 @@ def test_user_sqlite_store_keeps_artifacts_of_temp_experiments(repo: Path, tmp_p
     mlflow.set_tracking_uri(uri)
     try:
         model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")
-        with np.load(repo / "data/processed/test.npz") as npz:
-            assert len(model.predict(npz["images"][:2])) == 2
+        test = load_dataset(repo / "data/processed").splits["test"]
+        assert len(model.predict(test.images[:2])) == 2
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 

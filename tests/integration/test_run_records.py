@@ -53,7 +53,7 @@ def test_train_run_gets_system_metrics_and_dataset_inputs(sqlite_store, tmp_path
     for split, n in (("train", 6), ("test", 3)):
         images = np.full((n, 1, 4, 4), n, np.uint8)
         labels = np.arange(n) % 2
-        np.savez(folder / f"{split}.npz", images=images, labels=labels)
+        np.savez(folder / f"{split}.index.npz", images=images, labels=labels)
         splits[split] = SimpleNamespace(images=images, labels=labels)
     with runs.start_run("records", "r", {}, system_metrics=True) as run_id:
         dir_md5 = inputs.log_split_inputs(folder, splits, "toy")
@@ -73,5 +73,5 @@ def test_train_run_gets_system_metrics_and_dataset_inputs(sqlite_store, tmp_path
     assert set(logged) == {"train", "test"}
     _, files = inputs.dvc_dir_md5(folder)
     for split, d in logged.items():
-        assert d.dataset.digest == files[f"{split}.npz"] and d.dataset.name == f"toy-{split}"
+        assert d.dataset.digest == files[f"{split}.index.npz"] and d.dataset.name == f"toy-{split}"
         assert {t.key: t.value for t in d.tags}["dvc_md5"] == dir_md5

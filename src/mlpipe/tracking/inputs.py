@@ -1,8 +1,10 @@
 """The data a run used, as MLflow dataset inputs whose digests are DVC's hashes.
 
-Each split file (`train.npz`, ...) is logged with `mlflow.log_input`, its digest the md5
-DVC records for that file; every input is tagged with the folder's DVC hash
-(`<md5>.dir`, as in dvc.lock), so the UI's dataset column ties a run to a DVC version.
+Each split's index (`train.index.npz`, ...) is logged with `mlflow.log_input`, its digest
+the md5 DVC records for that file (the pixels' shards are named with their sha256 in the
+folder's meta.json, so the folder hash covers them); every input is tagged with the
+folder's DVC hash (`<md5>.dir`, as in dvc.lock), so the UI's dataset column ties a run
+to a DVC version.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ def dvc_dir_md5(folder: Path) -> tuple[str, dict[str, str]]:
 
 
 def log_split_inputs(folder: Path, splits: dict[str, Any], name: str) -> str:
-    """Log each split (an object with .images and .labels) found as `<folder>/<split>.npz`
+    """Log each split (an object with .images and .labels) found as `<folder>/<split>.index.npz`
     as a dataset input of the active run, context = the split; returns the folder hash."""
     dir_md5, files = dvc_dir_md5(folder)
     try:
         for split, data in splits.items():
-            rel = f"{split}.npz"
+            rel = f"{split}.index.npz"
             if rel not in files:
                 continue
             with warnings.catch_warnings():  # a local path matches two source types
