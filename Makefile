@@ -13,6 +13,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
 NPROC ?= 2
+TEST_WORKERS ?= auto  # pytest-xdist processes for make test (one test file each at a time)
 
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
@@ -97,7 +98,7 @@ pull: setup-team
 	dvc pull -r team
 
 test: setup setup-team postgres-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration and not slow"
