@@ -21,7 +21,7 @@ from mlpipe.config import load_sections
 from mlpipe.dataset import load_dataset
 from mlpipe.evaluate import calibration
 from mlpipe.evaluate.config import EvaluateConfig
-from mlpipe.evaluate.explain import integrated_gradients, sample_per_class
+from mlpipe.evaluate.explain import attention_rollout, integrated_gradients, sample_per_class
 from mlpipe.evaluate.metrics import (
     classification_metrics,
     flat_metrics,
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         # explanations: Integrated Gradients for the first test image of each class
         sample = sample_per_class(test.labels, len(names))
         ig = integrated_gradients(model, test.images[sample], y_pred[sample], IG_STEPS, sample)
+        rollout = attention_rollout(model, test.images[sample])  # ViT only, else None
         attributions = args.plots / "attributions.png"
         arch = type(model.backbone).__name__
         save_attribution_grid(
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             names,
             attributions,
             f"Integrated Gradients ({arch}), black baseline, {IG_STEPS} steps",
+            rollout,
         )
         metrics["explanations"] = {
             "method": "integrated_gradients (captum)",
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": IG_STEPS,
             "test_indices": sample,
             "max_abs_completeness_delta": round(float(np.abs(ig.delta).max(initial=0.0)), 6),
+            "attention_rollout": rollout is not None,
         }
         csv_text = predictions_csv(test.labels.tolist(), y_pred.tolist(), names)
         atomic_write_text(args.plots / "predictions.csv", csv_text)

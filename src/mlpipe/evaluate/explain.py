@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlpipe.models.vit import Attention, ViT
+
 
 @dataclass
 class Attributions:
@@ -61,3 +63,51 @@ def integrated_gradients(
         delta=delta.detach().numpy(),
         targets=target.numpy(),
     )
+
+
+def attention_weights(attention: Attention, x: torch.Tensor) -> torch.Tensor:
+    """The softmax weights an `mlpipe.models.vit.Attention` layer uses on its input x (B, N, D),
+    per head: (B, H, N, N). Recomputed from its q and k, as scaled_dot_product_attention does
+    not return them."""
+    b, n, d = x.shape
+    heads = attention.heads
+    qkv = attention.qkv(x).view(b, n, 3, heads, d // heads)  # (B, N, 3, H, D/H)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, D/H)
+    scores = q @ k.transpose(-2, -1) * (d // heads) ** -0.5  # (B, H, N, N)
+    return torch.softmax(scores, dim=-1)
+
+
+def attention_rollout(model: nn.Module, images: np.ndarray) -> np.ndarray | None:
+    """Attention rollout (Abnar & Zuidema 2020) for a ViT: how much each patch flows into the
+    pooled token through all blocks, each block's attention mixed half and half with the
+    identity for its residual path. (N, S/p, S/p), each map scaled to a maximum of 1; None
+    for a model without attention layers."""
+    vit = next((m for m in model.modules() if isinstance(m, ViT)), None)
+    if vit is None:
+        return None
+    weights: list[torch.Tensor] = []
+    handles = [
+        m.register_forward_hook(
+            lambda mod, inputs, _: weights.append(attention_weights(mod, inputs[0]).mean(dim=1))
+        )
+        for m in vit.modules()
+        if isinstance(m, Attention)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.as_tensor(np.asarray(images), dtype=torch.float32))
+    finally:
+        for handle in handles:
+            handle.remove()
+    n = weights[0].shape[-1]
+    eye = torch.eye(n)
+    rollout = eye.expand_as(weights[0])
+    for a in weights:
+        mixed = 0.5 * a + 0.5 * eye
+        rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout  # (B, N, N)
+    prefix = vit.num_prefix
+    # cls pooling reads the class token's row; mean pooling averages the patch tokens' rows
+    flow = rollout[:, 0, prefix:] if prefix else rollout.mean(dim=1)  # (B, patches)
+    side = round(flow.shape[-1] ** 0.5)
+    flow = flow / flow.amax(dim=-1, keepdim=True)
+    return flow.reshape(-1, side, side).numpy()

@@ -95,11 +95,13 @@ def save_attribution_grid(
     class_names: list[str],
     path: str | Path,
     title: str,
+    rollout: np.ndarray | None = None,
 ) -> None:
     """Per sampled image: the image, then its attribution summed over channels (red: for the
-    explained class, blue: against it, symmetric scale per image)."""
-    n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(3.6, 1.6 * n + 0.6), squeeze=False)
+    explained class, blue: against it, symmetric scale per image), then, for a ViT, its
+    attention rollout (N, S/p, S/p) drawn over the image's pixels."""
+    n, columns = len(images), 2 if rollout is None else 3
+    fig, axes = plt.subplots(n, columns, figsize=(1.8 * columns, 1.6 * n + 0.6), squeeze=False)
     for r in range(n):
         image, attr = images[r], attributions[r].sum(axis=0)
         shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
@@ -108,6 +110,10 @@ def save_attribution_grid(
         axes[r][1].imshow(attr, cmap="bwr", vmin=-limit, vmax=limit)
         axes[r][0].set_ylabel(f"true: {class_names[int(labels[r])]}", fontsize=7)
         axes[r][1].set_title(f"IG for {class_names[int(targets[r])]}", fontsize=7)
+        if rollout is not None:
+            side = image.shape[-1]
+            axes[r][2].imshow(rollout[r], cmap="magma", vmin=0, vmax=1, extent=(0, side, side, 0))
+            axes[r][2].set_title("attention rollout", fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
