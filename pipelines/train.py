@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlpipe.config import Schema, load_sections
 from mlpipe.dataset import load_dataset
+from mlpipe.errors import TrackingError
 from mlpipe.io import atomic_write_json, atomic_write_text
 from mlpipe.models import schema_for
 from mlpipe.models.checkpoint import model_meta, save_checkpoint
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = model_meta(data.class_names, data.image_shape, data.extra["normalization"])
         meta["temperature"] = done.temperature  # evaluate reports ECE with and without it
         save_checkpoint(args.model_dir / "model.pt", done.model, cfg["model"], meta)
+        if done.tracking_lost is not None:  # keep the model and the resume file
+            raise TrackingError(
+                f"{done.tracking_lost}: the trained model is kept in {args.model_dir}/model.pt "
+                f"and {resume_path}; rerun the stage once the store is back to log it "
+                "without retraining"
+            )
         atomic_write_text(args.curves, done.history.to_csv())
         report = {
             "run_id": done.run_id,

@@ -1,15 +1,19 @@
 """Issue 12: the real team stack on loopback (PostgreSQL as an unprivileged user, moto_server as
 the S3 stand-in, `mlflow server` with proxied S3 artifacts). The unchanged smoke pipeline runs
 against it; the run, the registered version and its alias are checked through the server's REST
-API; `dvc push` / `dvc pull` round-trip into a second clone; teardown leaves no process.
+API; `dvc push` / `dvc pull` and `dvc exp push` / `dvc exp pull` (git remote: a bare repository)
+round-trip into a second clone; teardown leaves no process. The server runs with basic auth
+(AUTH=1): anonymous requests get 401, the pipeline and the checks log in.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -36,8 +40,16 @@ def _skip_reason() -> str | None:
     return None
 
 
-def rest(uri: str, path: str) -> Any:
-    with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/{path}", timeout=30) as r:
+ADMIN, PASSWORD = "admin", "team-stack-test-pw"
+LOGIN = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+
+
+def rest(uri: str, path: str, login: bool = True) -> Any:
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}")
+    if login:
+        token = base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -54,15 +66,20 @@ def alive(pgid: int) -> bool:
 
 
 def test_team_stack_pipeline_registry_and_dvc_remote(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     repo = copy_repo(tmp_path_factory.mktemp("team"))
-    state = stack.up(repo, fast=True)
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)  # AUTH=1 make stack-up
+    state = stack.up(repo, fast=True, auth=True)
     try:
         uri = state["tracking_uri"]
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            rest(uri, "experiments/search?max_results=1", login=False)
+        assert anonymous.value.code == 401
+        assert rest(uri, "experiments/search?max_results=1")["experiments"]  # logged in: 200
         env_lines = (repo / ".stack" / "env").read_text()
         assert f"export MLFLOW_TRACKING_URI={uri}" in env_lines
         tune_storage = next(
@@ -77,7 +94,7 @@ def test_team_stack_pipeline_registry_and_dvc_remote(
         assert 'remote "team"' in local and "secret_access_key" in local
         assert "secret_access_key" not in (repo / ".dvc" / "config").read_text()
 
-        server = {"MLFLOW_TRACKING_URI": uri}
+        server = {"MLFLOW_TRACKING_URI": uri} | LOGIN
         run(
             ["dvc", "exp", "run", "--name", "team", "-S", "data=digits", "-S", "train=smoke"],
             repo,
@@ -107,6 +124,22 @@ def test_team_stack_pipeline_registry_and_dvc_remote(
         run(["dvc", "pull", "-r", "team"], clone)
         assert sha(clone / "models/model.pt") == sha(repo / "models/model.pt")
         assert run(["dvc", "status"], clone).stdout.strip().startswith("Data and pipelines are up")
+
+        # the experiment itself: dvc exp push to a shared git remote (a bare repository) and
+        # the team remote; dvc exp pull into a fresh clone at the baseline (empty cache)
+        shared = tmp_path_factory.mktemp("git") / "shared.git"
+        run(["git", "init", "-q", "--bare", str(shared)], repo)
+        run(["git", "remote", "add", "shared", str(shared)], repo)
+        run(["dvc", "exp", "push", "-r", "team", "shared", "team"], repo)
+        other = tmp_path_factory.mktemp("other") / "repo"
+        run(["git", "clone", "-q", str(repo), str(other)], repo)
+        run(["git", "checkout", "-q", "HEAD~1"], other)  # the experiment's baseline
+        run(["git", "remote", "add", "shared", str(shared)], other)
+        shutil.copy2(repo / ".dvc" / "config.local", other / ".dvc" / "config.local")
+        run(["dvc", "exp", "pull", "-r", "team", "shared", "team"], other)
+        assert "team" in run(["dvc", "exp", "list", "--name-only"], other).stdout.split()
+        run(["dvc", "exp", "apply", "team"], other)
+        assert sha(other / "models/model.pt") == sha(repo / "models/model.pt")
     finally:
         procs = json.loads((repo / ".stack" / "state.json").read_text())["procs"]
         stack.down(repo)

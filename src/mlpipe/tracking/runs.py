@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 
 from mlpipe.config import flatten
@@ -31,6 +32,20 @@ BASELINE_TAG = "dvc_exp_baseline_rev"
 SWEEP_TAG = "mlpipe.sweep"  # on the parent run: the baseline commit it groups
 MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch request
 SWEEP_LOCK_WAIT_S = 120.0  # a lookup-or-create takes milliseconds; this waits out a crowd
+# What a logging call raises when the store is gone (MLflow wraps most in MlflowException)
+LOGGING_FAILURES: tuple[type[Exception], ...] = (
+    MlflowException,
+    requests.exceptions.RequestException,
+    OSError,
+    TrackingError,
+)
+
+
+def stop_retrying() -> None:
+    """The store is gone: from now on this process's MLflow calls (closing the run) fail at
+    once instead of after MLflow's ~4 minutes of retries each."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
 
 
 def run_tags(stage: str) -> dict[str, str]:

@@ -211,6 +211,7 @@ def fit(
     loop.on_steps = on_steps
     if checkpointer is not None:
         _restore(loop, checkpointer)
+        _require_same_start(loop)
     train, val = train.to(runtime.device), val.to(runtime.device)
     for epoch in range(loop.epoch + 1, cfg.epochs + 1):
         if loop.stopper.should_stop:
@@ -301,6 +302,18 @@ def _restore(loop: _Loop, checkpointer: Checkpointer) -> None:
         return
     loop.load_state_dict(state)
     log.info("resumed from %s after epoch %d", checkpointer.where, loop.epoch)
+
+
+def _require_same_start(loop: _Loop) -> None:
+    """Under torchrun: every rank starts from the same epoch and weights, or all stop now."""
+    if loop.runtime.dist.is_distributed:
+        digest = distributed.tensors_digest(loop.model.state_dict().items())
+        distributed.require_agreement(
+            f"epoch {loop.epoch}, weights {digest}",
+            "where training starts",
+            loop.runtime.dist,
+            "delete every node's resume checkpoint, or set train.resume=never, and rerun",
+        )
 
 
 _STATE_KEYS = (

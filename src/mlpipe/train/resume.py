@@ -12,6 +12,11 @@ a digest of the training and validation data, and the number of processes. A cor
 foreign file is an error naming the file (or, with train.on_bad_checkpoint=warn, a warning
 and a fresh start); never a silent wrong resume. A finished run leaves a small "complete"
 marker, so the next run, whatever its params, starts from scratch.
+
+Under torchrun (several nodes each with its own disk) rank 0 alone reads the file and
+decides: its state, or its error, is broadcast to every rank, so no rank resumes from a
+file another rank does not see (issue 12). Before that the ranks check that they run the
+same params on the same data (their fingerprints agree), else all stop with one line.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from mlpipe.config import flatten, plain
 from mlpipe.errors import DataError, first_line
 from mlpipe.io import atomic_write_bytes
+from mlpipe.train import distributed
 from mlpipe.train.config import OnBadCheckpoint, ResumeMode, RuntimeConfig, TrainConfig
 from mlpipe.train.distributed import DistContext
 from mlpipe.train.engine import TensorData
@@ -85,7 +91,8 @@ def fingerprint(identity: dict[str, Any]) -> str:
 
 
 class ResumeFile:
-    """Implements engine.Checkpointer. Every rank reads; only the `is_writer` rank writes."""
+    """Implements engine.Checkpointer. Under torchrun (`ctx`) rank 0 reads and broadcasts
+    what it read; only the `is_writer` rank writes."""
 
     def __init__(
         self,
@@ -94,12 +101,14 @@ class ResumeFile:
         mode: ResumeMode = ResumeMode.auto,
         on_bad: OnBadCheckpoint = OnBadCheckpoint.error,
         is_writer: bool = True,
+        ctx: DistContext | None = None,
     ) -> None:
         self.path = Path(path)
         self.where = str(self.path)
         self.identity = identity
         self.fingerprint = fingerprint(identity)
         self.mode, self.on_bad, self.is_writer = mode, on_bad, is_writer
+        self.ctx = ctx or DistContext()
         self.extra: dict[str, Any] = {}  # saved with every checkpoint (e.g. the MLflow run id)
         self._state: dict[str, Any] | None = None
         self._loaded = False
@@ -115,14 +124,39 @@ class ResumeFile:
         runtime_cfg: RuntimeConfig | None = None,
     ) -> ResumeFile:
         identity = run_identity(model_cfg, train_cfg, data, ctx.world_size, runtime_cfg)
-        return cls(path, identity, train_cfg.resume, train_cfg.on_bad_checkpoint, ctx.is_main)
+        return cls(path, identity, train_cfg.resume, train_cfg.on_bad_checkpoint, ctx.is_main, ctx)
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state if this run should continue from it; read once, then cached."""
+        """The saved state if this run should continue from it; read once, then cached.
+        Under torchrun a collective: every rank must call it."""
         if not self._loaded:
             self._loaded = True
-            self._state = self._load()
+            self._state = self._load_shared() if self.ctx.is_distributed else self._load()
         return self._state
+
+    def _load_shared(self) -> dict[str, Any] | None:
+        """Rank 0 reads its own file and decides; every rank gets its state or its error."""
+        distributed.require_agreement(
+            self.fingerprint[:16],
+            "the run (fingerprint of params and data)",
+            self.ctx,
+            "give every node the same params.yaml and data (git pull; dvc pull)",
+        )
+        decision: tuple[str | None, dict[str, Any] | None, dict[str, Any]] | None = None
+        if self.ctx.is_main:
+            try:
+                state = self._load()
+                decision = (None, state, self.extra)
+            except ResumeError as exc:
+                decision = (str(exc), None, {})
+        error, state, extra = distributed.broadcast_object(decision, self.ctx)
+        state = state if isinstance(state, dict) else None
+        if error is not None:
+            raise ResumeError(error)
+        self.extra = dict(extra)
+        if state is not None and not self.ctx.is_main:
+            log.info("rank %d: resume state of rank 0 received", self.ctx.rank)
+        return state
 
     def _load(self) -> dict[str, Any] | None:
         if self.mode is ResumeMode.never:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe.dataset import ImageDataset
-from mlpipe.errors import TrackingError
+from mlpipe.errors import TrackingError, first_line
 from mlpipe.models import Classifier, build_model, predict_logits
 from mlpipe.train.device import Runtime, seed_everything
 from mlpipe.train.engine import EpochStats, History, StepStats, TensorData, fit
@@ -27,6 +27,7 @@ from mlpipe.train.resume import ResumeFile
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # in the resume file's `extra`, while the run is unfinished
+UNLOGGED_KEY = "unlogged_from_epoch"  # in `extra`: the tracking store was lost at this epoch
 LOGGED_SECTIONS = ("model", "train", "runtime")  # params.yaml sections logged as run params
 
 
@@ -37,6 +38,7 @@ class Trained:
     run_id: str | None = None  # rank 0 only
     model_uri: str | None = None  # the logged (served) model, rank 0 only
     temperature: float = 1.0  # fitted on the val split, rank 0 only
+    tracking_lost: str | None = None  # why the run could not be logged (the model is kept)
 
 
 def train(
@@ -66,24 +68,78 @@ def train(
     from mlpipe.tracking import health, store
 
     health.check_reachable(store.tracking_uri())  # now, not after hours of training
-    from mlpipe.tracking import logged_model  # only here: only rank 0 ever imports mlflow
+    from mlpipe.tracking import logged_model, runs  # only rank 0 ever imports mlflow
 
-    with open_run(cfg, resume.extra.get(RUN_ID_KEY)) as (run_id, reopened):
-        resume.extra[RUN_ID_KEY] = run_id
-        if not reopened:
-            log_inputs(cfg, data, validation, data_docs, data_dir)
-            for row in state.get("history", []):  # epochs trained before a kill
+    rows = state.get("history", [])  # epochs trained before a kill
+    tracker = _Tracker(resume, len(rows))
+    fitted: History | None = None
+    temperature, uri = 1.0, None
+    try:
+        with open_run(cfg, resume.extra.get(RUN_ID_KEY)) as (run_id, reopened):
+            resume.extra[RUN_ID_KEY] = run_id
+            if not reopened:
+                log_inputs(cfg, data, validation, data_docs, data_dir)
+            unlogged = 1 if not reopened else resume.extra.get(UNLOGGED_KEY, len(rows) + 1)
+            for row in rows[unlogged - 1 :]:  # not logged before a kill or a lost server
                 log_epoch(row)
-        history = fit(
-            model, train_data, val, cfg["train"], runtime, log_epoch,
-            checkpointer=resume, on_steps=log_steps,
-        )  # fmt: skip
-        temperature = calibrate(model, val, runtime)
-        uri = logged_model.log_classifier(
-            model, data.class_names, data.splits["train"].images[:4], temperature=temperature
-        )
+            resume.extra.pop(UNLOGGED_KEY, None)
+            fitted = fit(
+                model, train_data, val, cfg["train"], runtime, tracker.epoch,
+                checkpointer=resume, on_steps=tracker.steps,
+            )  # fmt: skip
+            temperature = calibrate(model, val, runtime, log_to_run=tracker.lost is None)
+            if tracker.lost is None:
+                uri = logged_model.log_classifier(
+                    model, data.class_names, data.splits["train"].images[:4],
+                    temperature=temperature,
+                )  # fmt: skip
+    except runs.LOGGING_FAILURES as exc:
+        if fitted is None:  # before training: nothing to keep
+            raise
+        tracker.lose(exc)  # after training (logging the model, closing the run)
+    assert fitted is not None  # fit returned, or the exception above was re-raised
+    if tracker.lost is not None:
+        return Trained(model, fitted, run_id, None, temperature, tracker.lost), resume
     resume.extra.pop(RUN_ID_KEY)  # from here on train.json holds it
-    return Trained(model, history, run_id, uri, temperature), resume
+    return Trained(model, fitted, run_id, uri, temperature), resume
+
+
+class _Tracker:
+    """Per-epoch logging that outlives the tracking server: the first failure is reported
+    once, training goes on unlogged (the resume file remembers from which epoch) and the
+    stage then fails keeping the model, so a rerun logs it without retraining."""
+
+    def __init__(self, resume: ResumeFile, logged_epochs: int) -> None:
+        self.resume, self.logged = resume, logged_epochs
+        self.lost: str | None = None
+
+    def epoch(self, stats: EpochStats) -> None:
+        self._call(log_epoch, stats)
+        if self.lost is None:
+            self.logged = stats.epoch
+
+    def steps(self, steps: list[StepStats]) -> None:
+        self._call(log_steps, steps)
+
+    def _call(self, fn: Any, arg: Any) -> None:
+        from mlpipe.tracking import runs
+
+        if self.lost is None:
+            try:
+                fn(arg)
+            except runs.LOGGING_FAILURES as exc:
+                self.lose(exc)
+
+    def lose(self, exc: BaseException) -> None:
+        from mlpipe.tracking import runs, store
+
+        if self.lost is not None:
+            return
+        runs.stop_retrying()  # closing the run must not wait minutes more
+        self.resume.extra[UNLOGGED_KEY] = self.logged + 1  # saved with the next checkpoint
+        self.lost = f"tracking store {store.display_uri()} failed ({first_line(exc)})"
+        log.warning("%s: training goes on; the run is not logged from epoch %d",
+                    self.lost, self.logged + 1)  # fmt: skip
 
 
 def model_and_splits(
@@ -103,7 +159,9 @@ def model_and_splits(
     return model, train_data, val
 
 
-def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:
+def calibrate(
+    model: Classifier, val: TensorData, runtime: Runtime, log_to_run: bool = True
+) -> float:
     """Temperature scaling: the T minimising the val split's NLL (never the test split's),
     logged with the val NLL and ECE before and after. 1.0 when there is no val data."""
     from mlpipe.evaluate import calibration as cal
@@ -115,6 +173,9 @@ def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:
     labels = val.labels.numpy()
     temperature = cal.fit_temperature(logits, labels)
     raw, scaled = cal.softmax(logits), cal.softmax(logits, temperature)
+    log.info("temperature %.3f fitted on %d val images", temperature, len(val))
+    if not log_to_run:
+        return temperature
     runs.log_metrics(
         {
             "calibration/temperature": temperature,
@@ -124,7 +185,6 @@ def calibrate(model: Classifier, val: TensorData, runtime: Runtime) -> float:
             "calibration/val_ece_calibrated": cal.ece(scaled, labels),
         }
     )
-    log.info("temperature %.3f fitted on %d val images", temperature, len(val))
     return temperature
 
 
