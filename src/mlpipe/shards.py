@@ -122,6 +122,22 @@ class ShardedSplit:
             if len(block):
                 yield int(self.shard[block[0]]), block
 
+    def take(self, positions: np.ndarray) -> ShardedSplit:
+        """The images at `positions` (in that order) as a split over the same shards."""
+
+        def pick(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[positions]
+
+        return ShardedSplit(
+            self.shards,
+            self.image_shape,
+            self.labels[positions],
+            self.shard[positions],
+            self.offset[positions],
+            pick(self.ids),
+            pick(self.hashes),
+        )
+
     def read(self, shard_number: int, verify: bool = True) -> np.ndarray:
         return open_shard(self.shards[shard_number], self.image_shape, verify=verify)
 
