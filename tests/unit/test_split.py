@@ -191,3 +191,24 @@ def test_index_processed_equals_make_processed_and_copies_no_pixels(tmp_path):
     norm, want = loaded.extra["normalization"], expected.extra["normalization"]
     assert np.allclose(norm["mean"], want["mean"], rtol=0, atol=1e-9)
     assert np.allclose(norm["std"], want["std"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_stratified_indices_pick_what_scikit_learn_picks(case):
+    """The numpy-only split equals train_test_split(stratify=...) sorted: the same test
+    and val splits as before it replaced scikit-learn (which costs 2 s to import)."""
+    from sklearn.model_selection import train_test_split
+
+    from mlpipe.ingest.stratify import stratified_indices
+
+    rng = np.random.default_rng(case)
+    k = int(rng.integers(2, 12))
+    counts = rng.integers(2, 60, size=k)
+    labels = rng.permutation(np.repeat(np.arange(k), counts))
+    fraction = float(rng.choice([0.1, 0.2, 0.25, 0.33, rng.uniform(0.15, 0.6)]))
+    seed = int(rng.integers(0, 1000))
+    keep, held = stratified_indices(labels, fraction, seed)
+    want = train_test_split(
+        np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
+    )
+    assert keep.tolist() == sorted(want[0]) and held.tolist() == sorted(want[1])

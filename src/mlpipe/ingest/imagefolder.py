@@ -49,7 +49,7 @@ FORMATS = {"PNG", "JPEG"}  # Pillow's names of the formats read
 SPLITS = ("train", "test")
 DEFAULT_TEST_FRACTION = 0.2
 SHOWN_SKIPPED = 5  # skipped files named in the log; meta.json lists all
-CHUNK_FILES = 32  # files a pool worker decodes per task: few round trips, little in flight
+CHUNK_FILES = 64  # files a pool worker decodes per task: few round trips, little in flight
 
 
 class Unreadable(Exception):
@@ -100,7 +100,9 @@ class Reader:
     def conform(self, image: Image.Image, path: Path) -> tuple[np.ndarray, bool]:
         if image.mode.startswith("I"):  # 16-bit greyscale PNG: keep the high byte
             image = Image.fromarray(high_byte(np.asarray(image)))
-        image = image.convert("L" if self.channels == 1 else "RGB")
+        mode = "L" if self.channels == 1 else "RGB"
+        if image.mode != mode:
+            image = image.convert(mode)
         resized = image.size != (self.size, self.size)
         if resized:
             if not self.resize:
