@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ SPLITS = ("train", "test")
 DEFAULT_TEST_FRACTION = 0.2
 SHOWN_SKIPPED = 5  # skipped files named in the log; meta.json lists all
 CHUNK_FILES = 64  # files a pool worker decodes per task: few round trips, little in flight
+IN_FLIGHT = 4  # runs of files submitted ahead per worker
 
 
 class Unreadable(Exception):
@@ -263,10 +265,21 @@ class Decoding:
             self.pool.join()
 
     def chunks(self, files: list[Path]) -> Iterator[tuple[list[Path], Chunk]]:
+        """(files, what a worker made of them) per run of files, in order. At most
+        IN_FLIGHT runs per worker are submitted ahead (Pool.imap would queue every
+        result if the writer fell behind): memory stays bounded whatever the count."""
         runs = [files[i : i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
-        jobs = [(self.reader, run) for run in runs]
-        results = self.pool.imap(decode_chunk, jobs) if self.pool else map(decode_chunk, jobs)
-        yield from zip(runs, results, strict=True)
+        if self.pool is None:
+            for run in runs:
+                yield run, decode_chunk((self.reader, run))
+            return
+        pending: deque[Any] = deque()
+        for number, run in enumerate(runs):
+            pending.append(self.pool.apply_async(decode_chunk, ((self.reader, run),)))
+            if len(pending) >= IN_FLIGHT * self.workers:
+                yield runs[number + 1 - len(pending)], pending.popleft().get()
+        while pending:
+            yield runs[len(runs) - len(pending)], pending.popleft().get()
 
     def write(self, listed: Listed, writer: ShardWriter, tally: Tally) -> ShardedSplit:
         """Decode `listed` into `writer`, in file order; the split it wrote."""
