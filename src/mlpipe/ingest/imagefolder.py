@@ -157,12 +157,14 @@ def write_imagefolder(cfg: DataConfig, out: Path) -> ShardedDataset:
     reader = Reader(
         cfg.image_size, cfg.channels, cfg.resize, cfg.skip_unreadable, root, cfg.max_image_pixels
     )
-    listed = {
-        split: list_split(walker, folders[split], class_names, split_roots[split])
-        for split in split_roots
-    }
     tally = Tally()
+    # the workers start before the files are listed: they do not inherit (and copy, as
+    # their garbage collector touches it) a list that grows with the folder
     with Decoding(reader, resolve_workers(cfg.workers)) as decoding:
+        listed = {
+            split: list_split(walker, folders[split], class_names, split_roots[split])
+            for split in split_roots
+        }
         splits = {
             split: decoding.write(files, writer(out, split, reader), tally)
             for split, files in listed.items()
