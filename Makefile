@@ -19,7 +19,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PIP := $(BIN)/python -m pip
 
-.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp train-multinode bench bench-monitor bench-serve bench-tune clean setup-team postgres-deps stack-up stack-down stack-status push pull
+.PHONY: help setup data-deps run repro test test-fast lint format params exp ui plots serve train-ddp train-multinode bench bench-data bench-monitor bench-serve bench-tune clean setup-team postgres-deps stack-up stack-down stack-status push pull
 
 help:
 	@echo "make run     install everything, then run the whole pipeline (dvc repro)"
@@ -30,6 +30,7 @@ help:
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make train-multinode NNODES=2 NODE_RANK=<r> MASTER_ADDR=<host> MASTER_PORT=<p>  the same across machines (node 0 writes outputs)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
+	@echo "make bench-data   peak RSS of manifest/ingest/validate/preprocess at 5,000 and 40,000 96x96 RGB PNGs, ingest vs a bare Pillow pool -> reports/bench_data.json"
 	@echo "make bench-serve  request latency p50/p99, with and without the serving guard"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
@@ -164,6 +165,11 @@ train-multinode: setup
 #   make bench BENCH_ARGS="--models cnn,resnet,vit --device cuda"
 bench: setup
 	$(BIN)/python -m mlpipe.train.bench $(BENCH_ARGS)
+
+# Memory and speed of the data stages on generated 96x96 RGB PNG folders (numpy, Pillow):
+#   make bench-data BENCH_DATA_ARGS="--quick"   (or --sizes 5000,40000 --workers 2)
+bench-data: setup
+	$(BIN)/python -m mlpipe.ingest.bench $(BENCH_DATA_ARGS)
 
 # False alarms on held-out batches, detection by shift and batch size (torch, numpy, scipy):
 #   make bench-monitor BENCH_MONITOR_ARGS="--null-trials 1000 --sizes 50,200"

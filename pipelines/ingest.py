@@ -1,7 +1,8 @@
 """Stage `ingest`: load the images that params.yaml `data` names into --out.
 
 Sources: Fashion-MNIST IDX files, scikit-learn's digits, or your own image
-folder (`data=imagefolder data.path=...`). Writes each split as uint8 shards and an index,
+folder (`data=imagefolder data.path=...`, decoded by `data.workers` processes and
+written shard by shard). Writes each split as uint8 shards and an index,
 plus `meta.json` (see mlpipe.dataset), atomically: a failure leaves an
 existing --out as it was. --report gets a summary (counts, shape, source).
 """
@@ -14,10 +15,10 @@ import sys
 import time
 
 from mlpipe.config import load_sections
-from mlpipe.dataset import save_dataset
+from mlpipe.dataset import save_index
 from mlpipe.ingest.config import DataConfig
-from mlpipe.ingest.sources import load_source, summary
-from mlpipe.io import atomic_write_json
+from mlpipe.ingest.sources import summary, write_source
+from mlpipe.io import atomic_dir, atomic_write_json
 from mlpipe.runner import run_stage
 
 log = logging.getLogger("mlpipe.ingest")
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         started = time.perf_counter()
         cfg: DataConfig = load_sections(args.params, SECTIONS)["data"]
-        dataset = load_source(cfg)
-        save_dataset(dataset, args.out)
+        with atomic_dir(args.out) as tmp:
+            dataset = write_source(cfg, tmp)
+            save_index(dataset, tmp)
         report = summary(dataset)
         if args.report:
             atomic_write_json(args.report, report)

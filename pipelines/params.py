@@ -23,10 +23,10 @@ from mlpipe.compose import check_fresh
 from mlpipe.config import Schema, load_sections
 from mlpipe.io import atomic_write_json
 from mlpipe.runner import run_stage
-from pipelines import evaluate, ingest, preprocess, register, train, validate
+from pipelines import evaluate, ingest, manifest, preprocess, register, train, validate
 
 log = logging.getLogger("mlpipe.params")
-STAGE_MODULES = [ingest, validate, preprocess, train, evaluate, register]  # in DAG order
+STAGE_MODULES = [manifest, ingest, validate, preprocess, train, evaluate, register]  # in DAG order
 SECTIONS: dict[str, Schema] = {
     name: schema for module in STAGE_MODULES for name, schema in module.SECTIONS.items()
 }

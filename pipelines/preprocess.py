@@ -1,4 +1,9 @@
-"""Stage `preprocess`: stratified train/val split, train-only normalisation statistics."""
+"""Stage `preprocess`: stratified train/val split, train-only normalisation statistics.
+
+--out holds meta.json and the split indexes only: their shards are raw's (paths relative to
+--out, e.g. ../raw/train-00000.npy), so no pixel is copied; a later stage reading --out
+needs --raw beside it, as written (its shards' SHA-256 in meta.json are checked on read).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ import sys
 from pathlib import Path
 
 from mlpipe.config import load_sections
-from mlpipe.dataset import load_dataset, save_dataset
+from mlpipe.dataset import open_dataset, save_index
 from mlpipe.errors import DataError
-from mlpipe.io import atomic_write_json, read_json
+from mlpipe.io import atomic_dir, atomic_write_json, read_json
 from mlpipe.preprocess.config import PreprocessConfig
-from mlpipe.preprocess.split import make_processed, summary
+from mlpipe.preprocess.split import index_processed, summary
 from mlpipe.runner import run_stage
 
 log = logging.getLogger("mlpipe.preprocess")
@@ -41,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         cfg: PreprocessConfig = load_sections(args.params, SECTIONS)["preprocess"]
         require_passed(args.validation)
-        processed = make_processed(load_dataset(args.raw), cfg.val_fraction, cfg.split_seed)
-        save_dataset(processed, args.out)
+        processed = index_processed(open_dataset(args.raw), cfg.val_fraction, cfg.split_seed)
+        with atomic_dir(args.out) as tmp:
+            save_index(processed, tmp)
         report = summary(processed)
         if args.report:
             atomic_write_json(args.report, report)

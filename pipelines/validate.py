@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from mlpipe.config import load_sections
-from mlpipe.dataset import ImageDataset, load_dataset
+from mlpipe.dataset import ShardedDataset, open_dataset
 from mlpipe.errors import ValidationFailed
 from mlpipe.ingest.config import DataConfig
 from mlpipe.io import atomic_write_json, atomic_write_text
@@ -25,7 +25,7 @@ from mlpipe.validate.config import Severity, ValidateConfig
 from mlpipe.validate.expectations import CLASSES, IMAGES, build_specs, expected_splits
 from mlpipe.validate.gx import run_suite
 from mlpipe.validate.summary import render_html
-from mlpipe.validate.table import class_table, image_table
+from mlpipe.validate.table import class_table, streamed_table
 
 log = logging.getLogger("mlpipe.validate")
 SECTIONS = {"data": DataConfig, "validate": ValidateConfig}
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def data_facts(cfg: DataConfig, dataset: ImageDataset) -> DataConfig:
+def data_facts(cfg: DataConfig, dataset: ShardedDataset) -> DataConfig:
     """The data settings, with the class names of the dataset where params leave them empty."""
     if cfg.class_names:
         return cfg
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         cfg = load_sections(args.params, SECTIONS)
-        dataset = load_dataset(args.raw)
+        dataset = open_dataset(args.raw)
         data = data_facts(cfg["data"], dataset)
         start = time.perf_counter()
-        images = image_table(dataset)
+        images = streamed_table(dataset)  # shard by shard: one block of pixels at a time
         classes = class_table(images, expected_splits(cfg["validate"]), data.class_names)
         specs = build_specs(cfg["validate"], data)
         log.info("table: %d rows in %.2f s", len(images), time.perf_counter() - start)

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlpipe.errors import DataError
 from mlpipe.io import atomic_dir
-from mlpipe.shards import Shard, ShardedSplit, file_sha256
+from mlpipe.shards import Shard, ShardedSplit, ShardWriter
 
 META_FILE = "meta.json"
 FORMAT = "mlpipe-shards/1"
@@ -127,24 +127,10 @@ def write_shards(
     tmp: Path, name: str, split: ImageSplit, shard_bytes: int = SHARD_BYTES
 ) -> ShardedSplit:
     """Write an in-memory split as shards of `tmp` and return it as a ShardedSplit."""
-    images = np.ascontiguousarray(split.images, dtype=np.uint8)
-    shape = tuple(int(d) for d in images.shape[1:])
-    rows = shard_rows(shape, shard_bytes)  # type: ignore[arg-type]
-    shards = []
-    for number, start in enumerate(range(0, max(len(images), 1), rows)):
-        path = tmp / f"{name}-{number:05d}.npy"
-        chunk = images[start : start + rows]
-        np.save(path, chunk)
-        shards.append(Shard(path, len(chunk), file_sha256(path)))
-    n = len(images)
-    return ShardedSplit(
-        shards=shards,
-        image_shape=shape,  # type: ignore[arg-type]
-        labels=np.asarray(split.labels, dtype=np.int64),
-        shard=(np.arange(n) // rows).astype(np.int32),
-        offset=(np.arange(n) % rows).astype(np.int32),
-        ids=split.ids,
-    )
+    shape = tuple(int(d) for d in split.images.shape[1:])
+    writer = ShardWriter(tmp, name, shape, shard_rows(shape, shard_bytes))  # type: ignore[arg-type]
+    writer.append(np.asarray(split.images, dtype=np.uint8), split.labels, split.ids)
+    return writer.close()
 
 
 def save_dataset(dataset: ImageDataset, out_dir: str | Path) -> None:

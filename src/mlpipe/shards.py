@@ -1,4 +1,4 @@
-"""Images on disk in fixed-size shards: the reading half of the format (numpy only).
+"""Images on disk in fixed-size shards: reading and writing the format (numpy only).
 
 A split is a list of shards and an index. Each shard is one `.npy` file holding a
 uint8 array (n, C, H, W), read with memory mapping (`np.load(mmap_mode="r")`), so a
@@ -14,6 +14,11 @@ memory for the stages and data sizes where that fits.
 
 A shard whose file is missing, truncated or of the wrong shape, dtype or hash stops
 the reader with a `DataError` naming the shard.
+
+`ShardWriter` is the writing half: images appended chunk by chunk go to a one-shard
+buffer that becomes `<name>-NNNNN.npy` when full, so a writer holds at most one shard
+of pixels whatever the split's size; it hashes each image's pixels (SHA-1 of the
+C-contiguous uint8 bytes, the index's `hashes`) on the way.
 """
 
 from __future__ import annotations
@@ -73,6 +78,13 @@ def open_shard(shard: Shard, image_shape: tuple[int, int, int], verify: bool = T
     return array
 
 
+def pixel_hashes(images: np.ndarray) -> list[str]:
+    """Hex SHA-1 of each image's uint8 bytes (C-contiguous), what the index's `hashes` hold."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
+    return [hashlib.sha1(row.data, usedforsecurity=False).hexdigest() for row in flat]
+
+
 @dataclass
 class ShardedSplit:
     """One split: its shards and, per image in split order, label, shard and row."""
@@ -110,6 +122,22 @@ class ShardedSplit:
             if len(block):
                 yield int(self.shard[block[0]]), block
 
+    def take(self, positions: np.ndarray) -> ShardedSplit:
+        """The images at `positions` (in that order) as a split over the same shards."""
+
+        def pick(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[positions]
+
+        return ShardedSplit(
+            self.shards,
+            self.image_shape,
+            self.labels[positions],
+            self.shard[positions],
+            self.offset[positions],
+            pick(self.ids),
+            pick(self.hashes),
+        )
+
     def read(self, shard_number: int, verify: bool = True) -> np.ndarray:
         return open_shard(self.shards[shard_number], self.image_shape, verify=verify)
 
@@ -120,3 +148,83 @@ class ShardedSplit:
             rows = self.offset[positions]
             out[positions] = self.read(number, verify=verify)[rows]
         return out
+
+
+class ShardWriter:
+    """Append images to `<folder>/<name>-NNNNN.npy` shards of `rows` images each.
+
+    Holds one shard's buffer of pixels (its pages are touched only as they fill) plus
+    the index columns; `close` writes the last, partial shard and returns the split.
+    """
+
+    def __init__(
+        self, folder: Path, name: str, image_shape: tuple[int, int, int], rows: int
+    ) -> None:
+        self.folder, self.name, self.image_shape = Path(folder), name, image_shape
+        self.rows = max(1, rows)
+        self.shards: list[Shard] = []
+        self.labels: list[np.ndarray] = []
+        self.ids: list[str] = []
+        self.hashes: list[str] = []
+        self.has_ids = True
+        self._buffer: np.ndarray | None = None
+        self._filled = 0
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def append(
+        self, images: np.ndarray, labels: np.ndarray, ids: list[str] | np.ndarray | None = None
+    ) -> None:
+        """Add (n, C, H, W) uint8 images in order, with their labels (and ids)."""
+        if images.shape[1:] != self.image_shape or images.dtype != np.uint8:
+            raise DataError(
+                f"{self.name}: images are {images.dtype} {tuple(images.shape[1:])}, "
+                f"the split's are uint8 {self.image_shape}"
+            )
+        if len(labels) != len(images) or (ids is not None and len(ids) != len(images)):
+            raise DataError(f"{self.name}: {len(images)} images but {len(labels)} labels")
+        self.labels.append(np.asarray(labels, dtype=np.int64))
+        self.hashes += pixel_hashes(images)
+        if ids is None:
+            self.has_ids = False
+        else:
+            self.ids += [str(i) for i in ids]
+        start = 0
+        while start < len(images):
+            buffer = self._ensure_buffer()
+            take = min(self.rows - self._filled, len(images) - start)
+            buffer[self._filled : self._filled + take] = images[start : start + take]
+            self._filled += take
+            start += take
+            if self._filled == self.rows:
+                self._flush()
+
+    def close(self) -> ShardedSplit:
+        """Write what is buffered (an empty split gets one empty shard) and give the split."""
+        if self._filled or not self.shards:
+            self._flush()
+        self._buffer = None
+        n = len(self.hashes)
+        labels = np.concatenate(self.labels) if self.labels else np.empty(0, np.int64)
+        return ShardedSplit(
+            shards=list(self.shards),
+            image_shape=self.image_shape,
+            labels=labels,
+            shard=(np.arange(n) // self.rows).astype(np.int32),
+            offset=(np.arange(n) % self.rows).astype(np.int32),
+            ids=np.asarray(self.ids, dtype=str) if self.has_ids else None,
+            hashes=np.asarray(self.hashes, dtype=str),
+        )
+
+    def _ensure_buffer(self) -> np.ndarray:
+        if self._buffer is None:
+            self._buffer = np.empty((self.rows, *self.image_shape), dtype=np.uint8)
+        return self._buffer
+
+    def _flush(self) -> None:
+        path = self.folder / f"{self.name}-{len(self.shards):05d}.npy"
+        buffer = self._ensure_buffer()
+        np.save(path, buffer[: self._filled])
+        self.shards.append(Shard(path, self._filled, file_sha256(path)))
+        self._filled = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import zlib
@@ -15,8 +16,9 @@ from PIL import Image
 
 from mlpipe.config import to_dataclass
 from mlpipe.errors import ConfigError, DataError
+from mlpipe.ingest import imagefolder
 from mlpipe.ingest.config import DataConfig
-from mlpipe.ingest.imagefolder import load_imagefolder, open_image
+from mlpipe.ingest.imagefolder import load_imagefolder, open_image, write_imagefolder
 from mlpipe.ingest.sources import load_source, summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -400,3 +402,64 @@ def test_configured_class_names_are_checked_too() -> None:
     with pytest.raises(ConfigError) as info:
         cfg(None, class_names=["a", "b" * 300 + "\n"])
     assert str(info.value).startswith(f"class_names: {'b' * 60!r}... has a control character")
+
+
+def many(root: Path, per_class: int = 13) -> Path:
+    """Flat class folders of RGB PNGs of other sizes (resized), enough for several chunks."""
+    rng = np.random.default_rng(3)
+    for name in ["a", "b", "c"]:
+        for i in range(per_class):
+            size = int(rng.integers(6, 12))
+            write(root / name / f"{i:02d}.png", rng.integers(0, 256, (size, size, 3), np.uint8))
+    return root
+
+
+def written(root: Path, out: Path, **overrides: Any) -> tuple[dict[str, str], Any]:
+    out.mkdir()
+    ds = write_imagefolder(cfg(root, channels=3, **overrides), out)
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.npy")}
+    return files, ds
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_pool_writes_the_same_shards_and_index_as_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(imagefolder, "CHUNK_FILES", 4)  # 39 files: 10 chunks, uneven last
+    root = many(tmp_path / "imgs")
+    serial, one = written(root, (tmp_path / "one").resolve(), workers=1)
+    pooled, ds = written(root, (tmp_path / "pool").resolve(), workers=workers)
+    assert serial == pooled and list(serial) == ["all-00000.npy"]
+    for name in ("train", "test"):
+        a, b = one.splits[name], ds.splits[name]
+        for column in ("labels", "shard", "offset", "ids", "hashes"):
+            assert getattr(a, column).tolist() == getattr(b, column).tolist(), column
+    assert ds.extra["resized"] == one.extra["resized"] > 0
+    assert len(ds.splits["train"]) + len(ds.splits["test"]) == 39
+    assert ds.splits["train"].ids[0] == "a/00.png"
+
+
+def test_a_worker_error_is_the_same_one_line_and_skipping_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imagefolder, "CHUNK_FILES", 4)
+    root = many(tmp_path / "imgs")
+    bad = root / "b" / "05.png"
+    bad.write_bytes(b"not a png")
+    later = root / "c" / "07.png"
+    later.write_bytes(b"nor this")
+    for workers in (1, 3):
+        with pytest.raises(DataError) as info:
+            write_imagefolder(cfg(root, workers=workers), tmp_path)
+        assert str(info.value) == (
+            f"{bad}: not an image file (Pillow cannot identify it); fix or remove it, or set "
+            "data.skip_unreadable=true to skip such files"
+        )
+    ds = load_imagefolder(cfg(root, workers=3, skip_unreadable=True))
+    assert [s["file"] for s in ds.extra["skipped"]] == ["b/05.png", "c/07.png"]
+    assert sum(len(s) for s in ds.splits.values()) == 37
+
+
+def test_workers_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match=r"workers: must be >= 0"):
+        cfg(None, workers=-1)

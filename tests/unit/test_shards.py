@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mlpipe.dataset import ImageDataset, ImageSplit, open_dataset, save_dataset, shard_rows
 from mlpipe.errors import DataError
-from mlpipe.shards import Shard, ShardedSplit, file_sha256
+from mlpipe.shards import Shard, ShardedSplit, ShardWriter, file_sha256, pixel_hashes
 
 SHAPE = (1, 2, 2)
 
@@ -66,3 +68,44 @@ def test_wrong_shape_and_bad_index_are_refused(tmp_path: Path) -> None:
         split_of([Shard(shards[0].path, 4)], [(0, 0)]).load()
     with pytest.raises(DataError, match="index names shard 1 of 1"):
         split_of(shards, [(1, 0)])
+
+
+def test_writer_appends_chunks_into_fixed_size_shards_with_pixel_hashes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(11, *SHAPE), dtype=np.uint8)
+    labels = np.arange(11) % 3
+    writer = ShardWriter(tmp_path, "train", SHAPE, rows=4)
+    for start, stop in [(0, 3), (3, 3), (3, 9), (9, 11)]:  # chunks across shard edges
+        writer.append(images[start:stop], labels[start:stop], [f"f{i}" for i in range(start, stop)])
+    split = writer.close()
+    assert [s.count for s in split.shards] == [4, 4, 3]
+    assert [s.path.name for s in split.shards] == [f"train-0000{i}.npy" for i in range(3)]
+    assert np.array_equal(split.load(), images)
+    assert split.labels.tolist() == labels.tolist()
+    assert split.ids is not None and split.ids.tolist() == [f"f{i}" for i in range(11)]
+    assert split.hashes is not None
+    assert split.hashes.tolist() == [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
+    assert split.hashes.tolist() == pixel_hashes(images)
+
+
+def test_writer_of_nothing_gives_one_empty_shard_and_refuses_other_shapes(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "test", SHAPE, rows=4)
+    with pytest.raises(DataError, match=r"test: images are uint8 \(1, 3, 2\)"):
+        writer.append(np.zeros((1, 1, 3, 2), np.uint8), np.zeros(1))
+    split = writer.close()
+    assert len(split) == 0 and [s.count for s in split.shards] == [0]
+    assert split.load().shape == (0, *SHAPE)
+
+
+def test_save_dataset_writes_the_same_bytes_as_chunked_appends(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(7, *SHAPE), dtype=np.uint8)
+    split = ImageSplit(images, np.arange(7) % 2)
+    save_dataset(ImageDataset({"train": split}, ["a", "b"], "test"), tmp_path / "ds")
+    opened = open_dataset(tmp_path / "ds").splits["train"]
+    assert opened.hashes is not None and opened.hashes.tolist() == pixel_hashes(images)
+    writer = ShardWriter(tmp_path, "train", SHAPE, rows=shard_rows(SHAPE))
+    for i in range(7):
+        writer.append(images[i : i + 1], split.labels[i : i + 1])
+    chunked = writer.close()
+    assert chunked.shards[0].sha256 == opened.shards[0].sha256

@@ -148,3 +148,67 @@ def test_make_processed_needs_train_and_test():
     del raw.splits["test"]
     with pytest.raises(DataError, match=r"'train' and 'test'.*\['train'\]"):
         make_processed(raw, 0.2, 0)
+
+
+def test_streamed_stats_equal_channel_stats_over_shards_and_blocks(tmp_path, monkeypatch):
+    from mlpipe.dataset import write_shards
+    from mlpipe.preprocess import normalize
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(41, 3, 6, 5), dtype=np.uint8)
+    images[:, 2] = 17  # a constant channel: std 1
+    images[:, 1] = np.clip(images[:, 1], 100, 140)
+    split = write_shards(tmp_path, "train", ImageSplit(images, np.zeros(41)), shard_bytes=9 * 90)
+    assert len(split.shards) == 5
+    monkeypatch.setattr(normalize, "BLOCK_BYTES", 4 * 90)
+    order = rng.permutation(41)[:30]  # some rows, out of order: the stats of those rows
+    mean, std = normalize.streamed_channel_stats(split.take(order))
+    expected_mean, expected_std = channel_stats(images[order])
+    assert np.allclose(mean, expected_mean, rtol=0, atol=1e-12)
+    assert np.allclose(std, expected_std, rtol=0, atol=1e-12)
+    assert std[2] == 1.0
+    with pytest.raises(DataError, match="empty split"):
+        normalize.streamed_channel_stats(split.take(np.arange(0)))
+
+
+def test_index_processed_equals_make_processed_and_copies_no_pixels(tmp_path):
+    from mlpipe.dataset import load_dataset, open_dataset, save_dataset, save_index
+    from mlpipe.preprocess.split import index_processed
+
+    raw = raw_dataset()
+    save_dataset(raw, tmp_path / "raw")
+    processed = index_processed(open_dataset(tmp_path / "raw"), val_fraction=0.25, seed=5)
+    (tmp_path / "processed").mkdir()
+    save_index(processed, tmp_path / "processed")
+    assert not list((tmp_path / "processed").glob("*.npy"))
+    meta = (tmp_path / "processed" / "meta.json").read_text()
+    assert '"file": "../raw/train-00000.npy"' in meta
+    loaded = load_dataset(tmp_path / "processed")
+    expected = make_processed(raw, val_fraction=0.25, seed=5)
+    for name, split in expected.splits.items():
+        assert np.array_equal(loaded.splits[name].images, split.images), name
+        assert loaded.splits[name].labels.tolist() == split.labels.tolist()
+    norm, want = loaded.extra["normalization"], expected.extra["normalization"]
+    assert np.allclose(norm["mean"], want["mean"], rtol=0, atol=1e-9)
+    assert np.allclose(norm["std"], want["std"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_stratified_indices_pick_what_scikit_learn_picks(case):
+    """The numpy-only split equals train_test_split(stratify=...) sorted: the same test
+    and val splits as before it replaced scikit-learn (which costs 2 s to import)."""
+    from sklearn.model_selection import train_test_split
+
+    from mlpipe.ingest.stratify import stratified_indices
+
+    rng = np.random.default_rng(case)
+    k = int(rng.integers(2, 12))
+    counts = rng.integers(2, 60, size=k)
+    labels = rng.permutation(np.repeat(np.arange(k), counts))
+    fraction = float(rng.choice([0.1, 0.2, 0.25, 0.33, rng.uniform(0.15, 0.6)]))
+    seed = int(rng.integers(0, 1000))
+    keep, held = stratified_indices(labels, fraction, seed)
+    want = train_test_split(
+        np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
+    )
+    assert keep.tolist() == sorted(want[0]) and held.tolist() == sorted(want[1])

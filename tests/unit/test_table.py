@@ -129,3 +129,37 @@ def test_class_table_ratio_to_the_largest_class_ignores_unknown_labels():
     classes = class_table(images, ["train"], ["a", "b"])
     assert list(classes["count"]) == [4, 1]
     assert list(classes["imbalance"]) == [1.0, 4.0]
+
+
+def test_streamed_table_equals_the_in_memory_one_block_by_block(tmp_path, monkeypatch):
+    """Read from shards (several per split, small blocks, rows out of shard order), the
+    table is the same, with the hashes taken from the index, or computed where it has none."""
+    from mlpipe.dataset import ShardedDataset, save_index, write_shards
+    from mlpipe.validate import table as table_module
+    from mlpipe.validate.table import streamed_table
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(23, 3, 5, 4), dtype=np.uint8)
+    images[7] = images[2]  # a duplicate
+    labels = rng.integers(0, 3, size=23)
+    ds = ImageDataset(
+        {
+            "train": ImageSplit(images[:17], labels[:17]),
+            "test": ImageSplit(images[15:], labels[15:]),
+        },
+        ["a", "b", "c"],
+        "synthetic",
+    )
+    monkeypatch.setattr(table_module, "BLOCK_BYTES", 2 * 60)  # 2 images per block
+    splits = {n: write_shards(tmp_path, n, s, shard_bytes=5 * 60) for n, s in ds.splits.items()}
+    opened = ShardedDataset(splits, ds.class_names, ds.source)  # 5 images per shard
+    save_index(opened, tmp_path)
+    assert len(opened.splits["train"].shards) == 4
+    order = rng.permutation(17)  # a split reading its shards' rows out of order
+    opened.splits["train"] = opened.splits["train"].take(order)
+    ds.splits["train"] = ImageSplit(images[:17][order], labels[:17][order])
+    expected = image_table(ds)
+    pd.testing.assert_frame_equal(streamed_table(opened), expected)
+    assert expected["leaked"].sum() == 2  # images 15 and 16 are in both splits
+    opened.splits["test"].hashes = None
+    pd.testing.assert_frame_equal(streamed_table(opened), expected)

@@ -56,9 +56,11 @@ class DataConfig:
     # decoding: 50 MP holds 8000x6000 photos and costs ~0.5 GB at most to read
     max_image_pixels: int = 50_000_000
     follow_external_links: bool = False  # imagefolder: follow links out of `path`
+    workers: int = 0  # imagefolder: processes decoding images; 0: one per core
 
     def __post_init__(self) -> None:
         check(self.image_size > 0, "image_size", f"must be > 0, got {self.image_size}")
+        check(self.workers >= 0, "workers", f"must be >= 0 (0: one per core), got {self.workers}")
         check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
         from_folders = DataSource(self.source) is DataSource.imagefolder and not self.class_names
         check(

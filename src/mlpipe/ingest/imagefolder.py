@@ -23,8 +23,13 @@ metric key, a control character, the same key as another class) is an error.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import sys
+import tempfile
 import warnings
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +37,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mlpipe.dataset import ImageDataset, ImageSplit, class_name_problem
+from mlpipe.dataset import ImageDataset, ShardedDataset, class_name_problem, shard_rows
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.ingest.config import DataConfig
-from mlpipe.ingest.stratify import stratified_split
+from mlpipe.ingest.stratify import stratified_indices
 from mlpipe.ingest.walk import Walker
+from mlpipe.shards import ShardedSplit, ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +50,17 @@ FORMATS = {"PNG", "JPEG"}  # Pillow's names of the formats read
 SPLITS = ("train", "test")
 DEFAULT_TEST_FRACTION = 0.2
 SHOWN_SKIPPED = 5  # skipped files named in the log; meta.json lists all
+CHUNK_FILES = 64  # files a pool worker decodes per task: few round trips, little in flight
+IN_FLIGHT = 4  # runs of files submitted ahead per worker
 
 
 class Unreadable(Exception):
     """One file is not a readable PNG/JPEG; the message says why."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reader:
-    """Decodes files to (C, S, S) uint8 and keeps count of what it skipped or resized."""
+    """Decodes one file to (C, S, S) uint8; plain settings, so it travels to pool workers."""
 
     size: int
     channels: int
@@ -60,28 +68,9 @@ class Reader:
     skip_unreadable: bool
     root: Path
     max_pixels: int
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    resized: int = 0
 
-    def read(self, files: list[Path]) -> tuple[list[np.ndarray], list[str]]:
-        """The images of `files` that could be read, and their ids (paths under root)."""
-        images, ids = [], []
-        for path in files:
-            rel = path.relative_to(self.root).as_posix()
-            try:
-                images.append(self.read_one(path))
-            except Unreadable as exc:
-                if not self.skip_unreadable:
-                    raise DataError(
-                        f"{path}: {exc}; fix or remove it, or set data.skip_unreadable=true "
-                        "to skip such files"
-                    ) from None
-                self.skipped.append({"file": rel, "reason": str(exc)})
-                continue
-            ids.append(rel)
-        return images, ids
-
-    def read_one(self, path: Path) -> np.ndarray:
+    def read_one(self, path: Path) -> tuple[np.ndarray, bool]:
+        """The pixels of `path`, and whether they were resized."""
         try:
             with open_image(path) as opened:
                 if opened.format not in FORMATS:
@@ -110,11 +99,14 @@ class Reader:
                 f"{self.max_pixels:,}; shrink the image, or raise data.max_image_pixels"
             )
 
-    def conform(self, image: Image.Image, path: Path) -> np.ndarray:
+    def conform(self, image: Image.Image, path: Path) -> tuple[np.ndarray, bool]:
         if image.mode.startswith("I"):  # 16-bit greyscale PNG: keep the high byte
             image = Image.fromarray(high_byte(np.asarray(image)))
-        image = image.convert("L" if self.channels == 1 else "RGB")
-        if image.size != (self.size, self.size):
+        mode = "L" if self.channels == 1 else "RGB"
+        if image.mode != mode:
+            image = image.convert(mode)
+        resized = image.size != (self.size, self.size)
+        if resized:
             if not self.resize:
                 w, h = image.size
                 raise DataError(
@@ -122,9 +114,8 @@ class Reader:
                     "(data.image_size); set data.resize=true to resize"
                 )
             image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-            self.resized += 1
         pixels = np.asarray(image, dtype=np.uint8)  # (S, S) or (S, S, 3)
-        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)), resized
 
 
 def open_image(path: Path) -> Image.Image:
@@ -142,7 +133,17 @@ def high_byte(pixels: np.ndarray) -> np.ndarray:
 
 
 def load_imagefolder(cfg: DataConfig) -> ImageDataset:
-    """The images under `cfg.path`, as train and test splits."""
+    """The images under `cfg.path`, as train and test splits in memory (small folders)."""
+    with tempfile.TemporaryDirectory(prefix="mlpipe-imagefolder-") as tmp:
+        return write_imagefolder(cfg, Path(tmp)).load()
+
+
+def write_imagefolder(cfg: DataConfig, out: Path) -> ShardedDataset:
+    """The images under `cfg.path` as shards in `out`, train and test splits by index.
+
+    Files are decoded by `data.workers` processes in file order, so the shards are the
+    same bytes whatever the number of workers; memory holds one shard being filled and
+    the chunks in flight."""
     root = require_root(cfg.path)
     walker = Walker(root, cfg.follow_external_links)
     top = walker.folders(root)
@@ -156,28 +157,150 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
     reader = Reader(
         cfg.image_size, cfg.channels, cfg.resize, cfg.skip_unreadable, root, cfg.max_image_pixels
     )
-    splits = {
-        split: read_split(reader, walker, folders[split], class_names, split_roots[split])
-        for split in split_roots
-    }
+    tally = Tally()
+    # the workers start before the files are listed: they do not inherit (and copy, as
+    # their garbage collector touches it) a list that grows with the folder
+    with Decoding(reader, resolve_workers(cfg.workers)) as decoding:
+        listed = {
+            split: list_split(walker, folders[split], class_names, split_roots[split])
+            for split in split_roots
+        }
+        splits = {
+            split: decoding.write(files, writer(out, split, reader), tally)
+            for split, files in listed.items()
+        }
     if sum(len(s) for s in splits.values()) == 0:
         raise DataError(f"data.path={root}: no readable images in any class folder")
     if "all" in splits:
         fraction = cfg.test_fraction or DEFAULT_TEST_FRACTION
-        train, test = stratified_split(splits["all"], fraction, cfg.split_seed, where=str(root))
-        splits = {"train": train, "test": test}
+        everything = splits["all"]
+        keep, held = stratified_indices(everything.labels, fraction, cfg.split_seed, str(root))
+        splits = {"train": everything.take(keep), "test": everything.take(held)}
         layout = f"class folders, test_fraction {fraction} held out (seed {cfg.split_seed})"
     else:
         layout = "train/ and test/ class folders"
-    report(reader, cfg.image_size)
+    report(tally, cfg.image_size)
     walker.report()
     extra: dict[str, Any] = {
         "layout": layout,
-        "resized": reader.resized,
-        "skipped": reader.skipped,
+        "resized": tally.resized,
+        "skipped": tally.skipped,
         "ignored": walker.ignored,
     }
-    return ImageDataset(splits, class_names, str(root), extra)
+    return ShardedDataset(splits, class_names, str(root), extra)
+
+
+def shape(reader: Reader) -> tuple[int, int, int]:
+    return (reader.channels, reader.size, reader.size)
+
+
+def writer(out: Path, split: str, reader: Reader) -> ShardWriter:
+    return ShardWriter(out, split, shape(reader), shard_rows(shape(reader)))
+
+
+def resolve_workers(workers: int) -> int:
+    """data.workers, 0 meaning one per core."""
+    return workers or os.cpu_count() or 1
+
+
+@dataclass
+class Tally:
+    """What the decoding left out or changed, over every split."""
+
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    resized: int = 0
+
+
+@dataclass
+class Chunk:
+    """What a worker made of a run of files: the images read, in order, or the error."""
+
+    images: np.ndarray  # (n, C, S, S) uint8
+    read: list[int]  # positions in the chunk of the files read
+    skipped: list[dict[str, str]]
+    resized: int
+    error: str | None = None  # the one-line DataError that stops ingest
+
+
+def decode_chunk(job: tuple[Reader, list[Path]]) -> Chunk:
+    """Decode a run of files (in a pool worker): stops at the first file that stops ingest."""
+    reader, files = job
+    images, read, skipped, resized = [], [], [], 0
+    error = None
+    for i, path in enumerate(files):
+        try:
+            pixels, was_resized = reader.read_one(path)
+        except Unreadable as exc:
+            if not reader.skip_unreadable:
+                error = (
+                    f"{path}: {exc}; fix or remove it, or set data.skip_unreadable=true "
+                    "to skip such files"
+                )
+                break
+            skipped.append({"file": path.relative_to(reader.root).as_posix(), "reason": str(exc)})
+            continue
+        except DataError as exc:
+            error = str(exc)
+            break
+        images.append(pixels)
+        read.append(i)
+        resized += was_resized
+    stacked = np.stack(images) if images else np.empty((0, *shape(reader)), dtype=np.uint8)
+    return Chunk(stacked, read, skipped, resized, error)
+
+
+class Decoding:
+    """Files decoded in order by a pool of `workers` processes (in this one for 1)."""
+
+    def __init__(self, reader: Reader, workers: int) -> None:
+        self.reader, self.workers = reader, workers
+        self.pool: Any = None
+
+    def __enter__(self) -> Decoding:
+        if self.workers > 1:
+            self.pool = multiprocessing.get_context().Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def chunks(self, files: list[Path]) -> Iterator[tuple[list[Path], Chunk]]:
+        """(files, what a worker made of them) per run of files, in order. At most
+        IN_FLIGHT runs per worker are submitted ahead (Pool.imap would queue every
+        result if the writer fell behind): memory stays bounded whatever the count."""
+        runs = [files[i : i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+        if self.pool is None:
+            for run in runs:
+                yield run, decode_chunk((self.reader, run))
+            return
+        pending: deque[Any] = deque()
+        for number, run in enumerate(runs):
+            pending.append(self.pool.apply_async(decode_chunk, ((self.reader, run),)))
+            if len(pending) >= IN_FLIGHT * self.workers:
+                yield runs[number + 1 - len(pending)], pending.popleft().get()
+        while pending:
+            yield runs[len(runs) - len(pending)], pending.popleft().get()
+
+    def write(self, listed: Listed, writer: ShardWriter, tally: Tally) -> ShardedSplit:
+        """Decode `listed` into `writer`, in file order; the split it wrote."""
+        files, labels = listed
+        done = 0
+        with progress(len(files), writer.name) as bar:
+            for run, chunk in self.chunks(files):
+                if chunk.error is not None:
+                    raise DataError(chunk.error)
+                ids = [run[i].relative_to(self.reader.root).as_posix() for i in chunk.read]
+                writer.append(chunk.images, labels[done + np.asarray(chunk.read, int)], ids)
+                tally.skipped += chunk.skipped
+                tally.resized += chunk.resized
+                done += len(run)
+                bar.update(len(run))
+        return writer.close()
+
+
+Listed = tuple[list[Path], np.ndarray]  # the files of a split in order, and their labels
 
 
 def require_root(path: str | None) -> Path:
@@ -263,37 +386,26 @@ def check_class_names(folders: dict[str, dict[str, Path]]) -> None:
         raise DataError(f"{shown}: class folder name {problem}; rename the folder")
 
 
-def read_split(
-    reader: Reader,
-    walker: Walker,
-    folders: dict[str, Path],
-    class_names: list[str],
-    where: Path,
-) -> ImageSplit:
-    images: list[np.ndarray] = []
+def list_split(
+    walker: Walker, folders: dict[str, Path], class_names: list[str], where: Path
+) -> Listed:
+    """The files of a split, class by class in label order, and their labels."""
+    files: list[Path] = []
     labels: list[int] = []
-    ids: list[str] = []
-    for label, name in enumerate(progress(class_names, where)):
+    for label, name in enumerate(class_names):
         if name not in folders:
             log.warning("%s: no folder for class %r", where, name)
             continue
-        files = image_files(walker, folders[name])
-        read, read_ids = reader.read(files)
-        images += read
-        ids += read_ids
-        labels += [label] * len(read)
-    shape = (0, reader.channels, reader.size, reader.size)
-    return ImageSplit(
-        images=np.stack(images) if images else np.empty(shape, dtype=np.uint8),
-        labels=np.asarray(labels, dtype=np.int64),
-        ids=np.asarray(ids, dtype=str),
-    )
+        found = image_files(walker, folders[name])
+        files += found
+        labels += [label] * len(found)
+    return files, np.asarray(labels, dtype=np.int64)
 
 
-def progress(class_names: list[str], where: Path) -> Any:
+def progress(total: int, what: str) -> Any:
     from tqdm import tqdm
 
-    return tqdm(class_names, desc=str(where), unit="class", disable=not sys.stderr.isatty())
+    return tqdm(total=total, desc=what, unit="image", disable=not sys.stderr.isatty())
 
 
 def image_files(walker: Walker, folder: Path) -> list[Path]:
@@ -304,15 +416,15 @@ def image_files(walker: Walker, folder: Path) -> list[Path]:
     return files
 
 
-def report(reader: Reader, size: int) -> None:
-    if reader.resized:
-        log.info("resized %d image(s) to %dx%d", reader.resized, size, size)
-    if reader.skipped:
-        shown = "; ".join(f"{s['file']}: {s['reason']}" for s in reader.skipped[:SHOWN_SKIPPED])
-        more = len(reader.skipped) - SHOWN_SKIPPED
+def report(tally: Tally, size: int) -> None:
+    if tally.resized:
+        log.info("resized %d image(s) to %dx%d", tally.resized, size, size)
+    if tally.skipped:
+        shown = "; ".join(f"{s['file']}: {s['reason']}" for s in tally.skipped[:SHOWN_SKIPPED])
+        more = len(tally.skipped) - SHOWN_SKIPPED
         log.warning(
             "skipped %d unreadable file(s) (data.skip_unreadable; all listed in meta.json): %s%s",
-            len(reader.skipped),
+            len(tally.skipped),
             shown,
             f"; and {more} more" if more > 0 else "",
         )

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlpipe.dataset import ImageDataset, ImageSplit
+from mlpipe.dataset import ImageDataset, ImageSplit, ShardedDataset, write_shards
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.ingest.config import DataConfig, DataSource
 from mlpipe.ingest.idx import FASHION_SPLITS, md5_of_content, read_idx_pair
-from mlpipe.ingest.imagefolder import load_imagefolder
+from mlpipe.ingest.imagefolder import load_imagefolder, write_imagefolder
 from mlpipe.ingest.stratify import stratified_split
 from mlpipe.ingest.walk import ignored_counts
 from mlpipe.io import atomic_path
@@ -65,7 +65,19 @@ def load_source(cfg: DataConfig) -> ImageDataset:
     return loaders[DataSource(cfg.source)](cfg)
 
 
-def summary(dataset: ImageDataset) -> dict[str, Any]:
+def write_source(cfg: DataConfig, out: Path) -> ShardedDataset:
+    """The dataset that `cfg.source` names, as shards in `out` (an empty folder).
+
+    Image folders stream through a pool of decoders; the other sources are small enough
+    to decode whole and write in one go."""
+    if DataSource(cfg.source) is DataSource.imagefolder:
+        return write_imagefolder(cfg, out)
+    dataset = load_source(cfg)
+    splits = {name: write_shards(out, name, split) for name, split in dataset.splits.items()}
+    return ShardedDataset(splits, dataset.class_names, dataset.source, dataset.extra)
+
+
+def summary(dataset: ImageDataset | ShardedDataset) -> dict[str, Any]:
     """What ingest reports (reports/ingest.json): counts, shape, classes, source."""
     report = {
         "source": dataset.source,

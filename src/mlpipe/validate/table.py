@@ -14,9 +14,11 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from mlpipe.dataset import ImageDataset, ImageSplit
+from mlpipe.dataset import ImageDataset, ImageSplit, ShardedDataset
+from mlpipe.shards import ShardedSplit, pixel_hashes
 
 TRAIN = "train"  # the split that other splits must not share images with
+BLOCK_BYTES = 16 * 2**20  # pixels of a shard copied at a time to compute per-image stats
 
 # The dtype pandas gives a column of Python/numpy strings: `str` in pandas 3,
 # `object` before.
@@ -42,8 +44,17 @@ CLASS_COLUMNS: list[str] = ["id", "split", "label", "count", "share", "imbalance
 
 
 def image_table(ds: ImageDataset) -> pd.DataFrame:
-    """One row per image, the splits in the dataset's order."""
-    parts = [split_table(name, split) for name, split in ds.splits.items()]
+    """One row per image, the splits in the dataset's order (a dataset in memory)."""
+    return _joined([split_table(name, split) for name, split in ds.splits.items()])
+
+
+def streamed_table(ds: ShardedDataset) -> pd.DataFrame:
+    """`image_table` of a dataset on disk, read shard by shard and block by block: memory
+    holds the table and one block of pixels; the hashes come from the index."""
+    return _joined([streamed_split_table(name, split) for name, split in ds.splits.items()])
+
+
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return empty_table()
     table = pd.concat(parts, ignore_index=True)
@@ -60,19 +71,72 @@ def split_table(name: str, split: ImageSplit) -> pd.DataFrame:
     """The per-image columns of one split (all but `leaked`, which needs every split)."""
     n, c, h, w = split.images.shape
     flat = np.ascontiguousarray(split.images).reshape(n, c * h * w)  # (N, C*H*W)
-    ids = image_ids(name, n) if split.ids is None else np.asarray(split.ids, dtype=str)
+    stats = Stats.empty(n)
+    stats.fill(np.arange(n), flat)
+    return _columns(name, split.labels, split.ids, (c, h, w), stats, row_sha1(flat))
+
+
+def streamed_split_table(name: str, split: ShardedSplit) -> pd.DataFrame:
+    """`split_table` of a split on disk; each shard is verified against its index once."""
+    n = len(split)
+    stats = Stats.empty(n)
+    hashes = split.hashes
+    computed = np.empty(n, dtype=object) if hashes is None else None
+    size = int(np.prod(split.image_shape))
+    block = max(1, BLOCK_BYTES // max(size, 1))
+    for number, positions in split.shards_in_order():
+        pixels = split.read(number)
+        for start in range(0, len(positions), block):
+            where = positions[start : start + block]
+            flat = np.ascontiguousarray(pixels[split.offset[where]]).reshape(len(where), size)
+            stats.fill(where, flat)
+            if computed is not None:
+                computed[where] = pixel_hashes(flat)
+    sha1 = np.asarray(hashes if computed is None else computed.tolist(), dtype=str)
+    return _columns(name, split.labels, split.ids, split.image_shape, stats, sha1)
+
+
+class Stats:
+    """Per-image pixel minimum, maximum and mean, filled block by block."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, mean: np.ndarray) -> None:
+        self.low, self.high, self.mean = low, high, mean
+
+    @classmethod
+    def empty(cls, n: int) -> Stats:
+        return cls(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float64))
+
+    def fill(self, where: np.ndarray, flat: np.ndarray) -> None:
+        """The rows `where` of the table from their pixels `flat` (k, C*H*W)."""
+        if len(where) == 0:
+            return
+        self.low[where] = flat.min(axis=1)
+        self.high[where] = flat.max(axis=1)
+        self.mean[where] = flat.mean(axis=1, dtype=np.float64)
+
+
+def _columns(
+    name: str,
+    labels: np.ndarray,
+    ids: np.ndarray | None,
+    shape: tuple[int, int, int],
+    stats: Stats,
+    sha1: np.ndarray,
+) -> pd.DataFrame:
+    n = len(labels)
+    c, h, w = shape
     return pd.DataFrame(
         {
-            "id": ids,
+            "id": image_ids(name, n) if ids is None else np.asarray(ids, dtype=str),
             "split": np.full(n, name),
-            "label": np.asarray(split.labels, dtype=np.int64),
+            "label": np.asarray(labels, dtype=np.int64),
             "channels": np.full(n, c, dtype=np.int64),
             "height": np.full(n, h, dtype=np.int64),
             "width": np.full(n, w, dtype=np.int64),
-            "pixel_min": flat.min(axis=1).astype(np.int64),
-            "pixel_max": flat.max(axis=1).astype(np.int64),
-            "pixel_mean": flat.mean(axis=1, dtype=np.float64),
-            "sha1": row_sha1(flat),
+            "pixel_min": stats.low,
+            "pixel_max": stats.high,
+            "pixel_mean": stats.mean,
+            "sha1": sha1,
         },
         columns=TABLE_COLUMNS[:-1],
     )
