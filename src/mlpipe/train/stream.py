@@ -18,6 +18,7 @@ Resuming at step k of an epoch regenerates the same order and starts at batch k.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -134,6 +135,15 @@ class StreamSplit:
 
     def __len__(self) -> int:
         return len(self.split)
+
+    def digest(self) -> str:
+        """The split's identity for resume checks: index and shard hashes, no pixels."""
+        h = hashlib.blake2b(b"stream", digest_size=16)
+        for column in (self.split.labels, self.split.shard, self.split.offset):
+            h.update(np.ascontiguousarray(column).tobytes())
+        for shard in self.split.shards:
+            h.update(f"{shard.count}:{shard.sha256}".encode())
+        return "stream-" + h.hexdigest()
 
     def to(self, device: torch.device) -> StreamSplit:
         self.device = device
