@@ -3,6 +3,7 @@ partition between DataLoader workers and ranks, resuming inside an epoch, and tr
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,76 @@ def test_streaming_learns_digits_as_well_as_in_memory(tmp_path: Path) -> None:
         accuracy[name] = history.epochs[-1].val_accuracy
     assert accuracy["memory"] > 0.9
     assert abs(accuracy["stream"] - accuracy["memory"]) < 0.05, accuracy
+
+
+class Interrupted(Exception):
+    pass
+
+
+class MemoryCheckpointer:
+    """engine.Checkpointer in memory; 'kills' the run right after saving at `kill_at`
+    (completed epochs, steps into the next)."""
+
+    where = "memory"
+
+    def __init__(self, kill_at: tuple[int, int] | None = None) -> None:
+        self.state: dict | None = None
+        self.kill_at = kill_at
+
+    def load(self) -> dict | None:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        self.state = copy.deepcopy(state)
+        if (state["epoch"], state["step"]) == self.kill_at:
+            raise Interrupted
+
+    def reject(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+
+@pytest.mark.parametrize("source", ["stream", "memory"])
+def test_a_run_interrupted_inside_an_epoch_resumes_to_the_same_weights(
+    tmp_path: Path, source: str
+) -> None:
+    """Killed 6 steps into epoch 2 (train.checkpoint_every_steps=3): the resumed run draws
+    the epoch's order again, skips the 6 batches done and ends with the same weights,
+    history and all, as the uninterrupted run (with dropout, augmentation and EMA)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 320)
+    images = np.clip(labels[:, None, None, None] * 80 + rng.normal(40, 40, (320, 1, 8, 8)), 0, 255)
+    data = ImageSplit(images.astype(np.uint8), labels.astype(np.int64))
+    train = write_shards(
+        tmp_path, "train", ImageSplit(data.images[:256], data.labels[:256]), 8 * 64 * 5
+    )
+    val = write_shards(tmp_path, "val", ImageSplit(data.images[256:], data.labels[256:]))
+    cfg = TrainConfig(
+        epochs=3, batch_size=32, seed=1, checkpoint_every_steps=3, ema_decay=0.9,
+        augment=AugmentConfig(crop_padding=1, hflip=True),
+    )  # fmt: skip
+    model_cfg = CNNConfig(channels=[4], pool_size=2, hidden=16, dropout=0.3)
+    cpu = Runtime(torch.device("cpu"), None)
+
+    def run(checkpointer: MemoryCheckpointer | None, workers: int):
+        if source == "stream":
+            pair = StreamSplit(train, 1, 64, workers), StreamSplit(val)
+        else:
+            pair = (TensorData.from_numpy(s.load(), s.labels) for s in (train, val))
+        seed_everything(1)
+        model = build_model(model_cfg, 1, 3, [0.4], [0.3])
+        history = fit(model, *pair, cfg, cpu, checkpointer=checkpointer)
+        return model.state_dict(), history
+
+    whole, whole_history = run(None, 0)
+    killed = MemoryCheckpointer(kill_at=(1, 6))
+    with pytest.raises(Interrupted):
+        run(killed, 0)
+    killed.kill_at = None
+    resumed, history = run(killed, 2)
+    assert history.resumed_from_epoch == 1
+    assert [e.train_loss for e in history.epochs] == [e.train_loss for e in whole_history.epochs]
+    assert [e.val_accuracy for e in history.epochs] == [
+        e.val_accuracy for e in whole_history.epochs
+    ]
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed[name]), name

@@ -719,6 +719,8 @@ def test_checkpoint_holds_everything_needed_and_nothing_else(checkpoint):
     assert payload["format"] == "mlpipe-resume" and payload["complete"] is False
     assert set(payload["state"]) == {
         "epoch",
+        "step",  # 0: at the end of an epoch (train.checkpoint_every_steps saves inside one)
+        "partial",
         "model",
         "optimizer",
         "scheduler",

@@ -86,6 +86,7 @@ class TrainConfig:
     ema_decay: float | None = None  # e.g. 0.999: validate and save an EMA of the weights
     resume: ResumeMode = ResumeMode.auto
     on_bad_checkpoint: OnBadCheckpoint = OnBadCheckpoint.error
+    checkpoint_every_steps: int = 0  # also save the resume state inside epochs; 0: per epoch
     # Where the training data lives while training (see mlpipe.train.memory): a train key,
     # not a data one, so that flipping it reruns train only, never ingest.
     in_memory: str = "auto"  # auto | true | false (a str: YAML and -S read true as a bool)
@@ -121,6 +122,11 @@ class TrainConfig:
             0.0 < self.memory_share <= 1.0,
             "memory_share",
             f"must be in (0, 1], got {self.memory_share}",
+        )
+        check(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            f"must be >= 0 (0: at the end of each epoch only), got {self.checkpoint_every_steps}",
         )
         check(self.shuffle_buffer > 0, "shuffle_buffer", f"must be > 0, got {self.shuffle_buffer}")
         check(

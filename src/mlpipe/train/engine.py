@@ -251,16 +251,24 @@ class _Loop:
     batch_size: int  # train.batch_size, at most the training split
     steps_per_epoch: int
     epoch: int = 0  # epochs completed
+    step: int = 0  # steps of epoch `epoch + 1` done (a checkpoint inside an epoch)
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0])  # its loss sum, correct
+    epoch_generator: torch.Tensor | None = None  # `generator` before this epoch's draw
     on_steps: StepCallback | None = None  # not state: a resumed run passes its own
+    checkpointer: Checkpointer | None = None  # not state: for train.checkpoint_every_steps
 
     def state_dict(self) -> dict[str, Any]:
         """A collective under DDP (every rank's RNG state is gathered)."""
+        inside = self.step > 0 and self.epoch_generator is not None
         return {
             "epoch": self.epoch,
+            "step": self.step,
+            "partial": distributed.gather_objects(self.partial, self.runtime.dist),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            # inside an epoch: the state its order was drawn from, to draw it again
+            "generator": self.epoch_generator if inside else self.generator.get_state(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "history": self.history.rows(),
@@ -277,6 +285,9 @@ class _Loop:
         self.stopper.load_state_dict(state["early_stopping"])
         self.history.epochs = [EpochStats(**row) for row in state["history"]]
         self.epoch = self.history.resumed_from_epoch = int(state["epoch"])
+        self.step = int(state.get("step", 0))
+        if "partial" in state:
+            self.partial = list(state["partial"][self.runtime.dist.rank])
         set_rng_state(state["rng"][self.runtime.dist.rank])
 
 
@@ -299,7 +310,7 @@ def fit(
     gets a sample of steps (loss, lr) once per epoch: one host sync per epoch.
     """
     loop = _build(model, cfg, runtime, train)
-    loop.on_steps = on_steps
+    loop.on_steps, loop.checkpointer = on_steps, checkpointer
     if checkpointer is not None:
         _restore(loop, checkpointer)
     train, val = train.to(runtime.device), val.to(runtime.device)
@@ -391,7 +402,8 @@ def _restore(loop: _Loop, checkpointer: Checkpointer) -> None:
         checkpointer.reject(problem)
         return
     loop.load_state_dict(state)
-    log.info("resumed from %s after epoch %d", checkpointer.where, loop.epoch)
+    inside = f", step {loop.step} of epoch {loop.epoch + 1}" if loop.step else ""
+    log.info("resumed from %s after epoch %d%s", checkpointer.where, loop.epoch, inside)
 
 
 _STATE_KEYS = (
@@ -462,13 +474,22 @@ def _run_epoch(loop: _Loop, train: DataSource, val: DataSource, epoch: int) -> E
 def _train_epoch(loop: _Loop, data: DataSource, epoch: int) -> tuple[float, float, int]:
     cfg, runtime = loop.cfg, loop.runtime
     loop.module.train()
+    first = loop.step  # > 0: resumed from a checkpoint inside this epoch
+    loop.epoch_generator = loop.generator.get_state()
     batches = data.train_epoch(
-        loop.generator, epoch, loop.batch_size, cfg.augment, runtime.dist, loop.memory_format
+        loop.generator,
+        epoch,
+        loop.batch_size,
+        cfg.augment,
+        runtime.dist,
+        loop.memory_format,
+        first_step=first,
     )
     guard = _DivergenceGuard(loop, epoch)
+    guard.checked = first
     sampled = _StepSampler(loop, epoch)
-    loss_sum = torch.zeros((), device=runtime.device)
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    loss_sum = torch.tensor(loop.partial[0] if first else 0.0, device=runtime.device)
+    correct = torch.tensor(int(loop.partial[1]) if first else 0, device=runtime.device)
     bar = tqdm(
         batches,
         desc=f"epoch {epoch}/{cfg.epochs}",
@@ -479,7 +500,7 @@ def _train_epoch(loop: _Loop, data: DataSource, epoch: int) -> tuple[float, floa
     beat = Heartbeat(
         f"epoch {epoch}/{cfg.epochs}", len(batches), runtime.dist.is_main and bar.disable
     )
-    for step, (x, y, scale) in enumerate(bar):
+    for step, (x, y, scale) in enumerate(bar, start=first):
         beat.tick(step)
         with runtime.autocast():
             logits = loop.module(x)
@@ -496,11 +517,29 @@ def _train_epoch(loop: _Loop, data: DataSource, epoch: int) -> tuple[float, floa
             loop.ema.update()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
+        if _checkpoint_due(loop, step + 1):
+            guard.flush()
+            sampled.flush()
+            loop.step, loop.partial = step + 1, [loss_sum.item(), float(correct.item())]
+            loop.checkpointer.save(loop.state_dict())  # type: ignore[union-attr]
+    loop.step = 0
     guard.flush()
     sampled.flush()
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
     n = data.train_images(loop.batch_size, runtime.dist)
     return loss_sum.item() / n, correct.item() / n, n
+
+
+def _checkpoint_due(loop: _Loop, done: int) -> bool:
+    """After `done` steps of the epoch: train.checkpoint_every_steps, not at its end (the
+    epoch's own checkpoint follows)."""
+    every = loop.cfg.checkpoint_every_steps
+    return (
+        loop.checkpointer is not None
+        and every > 0
+        and done % every == 0
+        and done < loop.steps_per_epoch
+    )
 
 
 class Heartbeat:
@@ -560,6 +599,7 @@ class _StepSampler:
         losses = torch.stack(self.losses).cpu().tolist()
         rows = zip(self.steps, losses, self.lrs, strict=True)
         self.loop.on_steps([StepStats(step, loss, lr) for step, loss, lr in rows])
+        self.steps, self.lrs, self.losses = [], [], []
 
 
 class _DivergenceGuard:

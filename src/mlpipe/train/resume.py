@@ -40,7 +40,14 @@ FORMAT = "mlpipe-resume"
 VERSION = 1
 # How a run is resumed, not what it computes: changing them keeps the checkpoint valid.
 # (Where the data lives is in the data digest: in memory and streamed ones differ.)
-POLICY_KEYS = ("resume", "on_bad_checkpoint", "in_memory", "memory_share", "loader_workers")
+POLICY_KEYS = (
+    "resume",
+    "on_bad_checkpoint",
+    "checkpoint_every_steps",
+    "in_memory",
+    "memory_share",
+    "loader_workers",
+)
 
 
 class ResumeError(DataError):

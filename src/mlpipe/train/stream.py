@@ -201,7 +201,8 @@ class StreamSplit:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
-        )
+            generator=torch.Generator(),  # else each epoch's iterator draws from the global
+        )  # RNG (dropout's), and a run resumed inside an epoch would draw once more
 
 
 def loader_workers(choice: int | None, device: torch.device) -> int:
