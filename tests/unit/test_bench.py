@@ -195,9 +195,10 @@ def test_streaming_against_in_memory_is_reported(tmp_path, capsys):
     """The ratio of issue 14's budget, on synthetic data of Fashion-MNIST's size (no files)."""
     out = tmp_path / "bench.json"
     args = tiny_args(tmp_path / "nowhere", out, "--synthetic", "--train-limit", "96")
-    assert bench.main([*args, "--streaming", "--stream-workers", "1"]) == 0
+    assert bench.main([*args, "--streaming-only", "--streaming", "--stream-workers", "1"]) == 0
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["data"]["path"] == "synthetic" and report["time_to_accuracy"] == {}
+    assert report["data"]["path"] == "synthetic"
+    assert report["throughput"] == report["time_to_accuracy"] == {}
     st = report["streaming"]["cnn"]
     assert st["images_per_epoch"] == 64 and st["shards"] == 1 and st["loader_workers"] == 1
     assert st["ratio"] > 0 and st["budget"] == 0.9

@@ -501,7 +501,7 @@ def _train_epoch(loop: _Loop, data: DataSource, epoch: int) -> tuple[float, floa
         f"epoch {epoch}/{cfg.epochs}", len(batches), runtime.dist.is_main and bar.disable
     )
     for step, (x, y, scale) in enumerate(bar, start=first):
-        beat.tick(step)
+        beat.tick(step - first)
         with runtime.autocast():
             logits = loop.module(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)

@@ -25,7 +25,7 @@ from mlpipe.dataset import ImageDataset, ImageSplit, ShardedDataset
 from mlpipe.errors import TrackingError
 from mlpipe.models import Classifier, build_model, predict_logits
 from mlpipe.shards import open_shard
-from mlpipe.train import memory
+from mlpipe.train import distributed, memory
 from mlpipe.train.device import Runtime, seed_everything
 from mlpipe.train.distributed import DistContext
 from mlpipe.train.engine import DataSource, EpochStats, History, StepStats, TensorData, fit
@@ -121,7 +121,9 @@ def model_and_sources(
     model and both splits streamed from their (verified) shards."""
     t = cfg["train"]
     needed = sum(data.splits[s].nbytes for s in FIT_SPLITS)
-    if memory.decide(t.in_memory, needed, runtime.device, t.memory_share):
+    in_memory = memory.decide(t.in_memory, needed, runtime.device, t.memory_share)
+    # rank 0's choice everywhere: free RAM differs between ranks, the steps per epoch must not
+    if distributed.gather_objects(in_memory, runtime.dist)[0]:
         return model_and_splits(cfg, data)
     model = seeded_model(cfg, data)
     verify_shards(data)
