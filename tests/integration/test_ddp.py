@@ -108,7 +108,8 @@ def worker(out: Path) -> None:
 
 def torchrun(*args: str, cwd: Path = REPO, extra_env: dict[str, str] | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"} | (extra_env or {}))
+    pythonpath = f"{REPO / 'src'}{os.pathsep}{REPO}"  # this checkout, not an installed one
+    env.update({"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"} | (extra_env or {}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.run(
         [*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=400
