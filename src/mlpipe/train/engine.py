@@ -1,7 +1,10 @@
 """The training loop. Knows nothing of MLflow, files or params.yaml.
 
-Data lives on the device as tensors; batches are drawn (and augmented) there by index, so
-there is no per-sample Python work on the hot path and no host sync per step on CUDA.
+Data lives on the device as tensors (`TensorData`); batches are drawn (and augmented)
+there by index, so there is no per-sample Python work on the hot path and no host sync per
+step on CUDA. A split too large for that streams from its shards (`stream.StreamSplit`,
+uint8 batches from DataLoader workers, augmented on the device); both are a `DataSource`,
+so the loop is the same.
 Everything that differs between CPU, CUDA, one process and torchrun is resolved once in
 `_build` (device, precision, memory format, DDP, compile); the loop itself has one path.
 """
