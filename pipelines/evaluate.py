@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mlpipe.config import load_sections
-from mlpipe.dataset import load_dataset
+from mlpipe.dataset import open_dataset
 from mlpipe.evaluate import calibration
 from mlpipe.evaluate.config import EvaluateConfig
 from mlpipe.evaluate.explain import attention_rollout, integrated_gradients, sample_per_class
@@ -36,8 +35,8 @@ from mlpipe.evaluate.plots import (
     save_mistake_gallery,
     save_reliability_diagram,
 )
+from mlpipe.evaluate.predict import predict_split, take
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
-from mlpipe.models import predict_logits
 from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.runner import run_stage
 from mlpipe.tracking import runs
@@ -75,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg: EvaluateConfig = load_sections(args.params, SECTIONS)["evaluate"]
         run_id = read_json(args.train_report)["run_id"]
         model, meta = load_checkpoint(args.model_dir / "model.pt")
-        test = load_dataset(args.data).splits["test"]
+        test = open_dataset(args.data).splits["test"]  # streamed: pixels stay in shards
         names = meta["class_names"]
-        logits = predict_logits(model, torch.from_numpy(test.images), cfg.batch_size)
+        logits = predict_split(model, test, cfg.batch_size)
         y_pred = logits.argmax(dim=1).numpy()
         metrics = classification_metrics(test.labels, y_pred, names)
         # temperature fitted on the val split by train (1.0 for older checkpoints)
@@ -107,15 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         probs = calibration.softmax(logits.numpy(), temperature)
         gallery = args.plots / "confident_mistakes.png"
         picks = confident_mistakes(probs, test.labels, MISTAKES_PER_CLASS)
-        save_mistake_gallery(test.images, probs, picks, names, gallery)
+        shown = sorted({i for row in picks for i in row})  # read only the images shown
+        at = {i: k for k, i in enumerate(shown)}
+        compact = [[at[i] for i in row] for row in picks]
+        save_mistake_gallery(take(test, shown), probs[shown], compact, names, gallery)
         # explanations: Integrated Gradients for the first test image of each class
         sample = sample_per_class(test.labels, len(names))
-        ig = integrated_gradients(model, test.images[sample], y_pred[sample], IG_STEPS, sample)
-        rollout = attention_rollout(model, test.images[sample])  # ViT only, else None
+        sample_images = take(test, sample)
+        ig = integrated_gradients(model, sample_images, y_pred[sample], IG_STEPS, sample)
+        rollout = attention_rollout(model, sample_images)  # ViT only, else None
         attributions = args.plots / "attributions.png"
         arch = type(model.backbone).__name__
         save_attribution_grid(
-            test.images[sample],
+            sample_images,
             ig.attributions,
             test.labels[sample],
             ig.targets,

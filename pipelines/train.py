@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mlpipe.config import Schema, load_sections
-from mlpipe.dataset import load_dataset
+from mlpipe.dataset import open_dataset
 from mlpipe.errors import TrackingError
 from mlpipe.io import atomic_write_json, atomic_write_text
 from mlpipe.models import schema_for
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         cfg = load_sections(args.params, SECTIONS)
-        data = load_dataset(args.data)
+        data = open_dataset(args.data)  # pixels stay on disk until train decides
         runtime = runtime_for(cfg["runtime"])
         resume_path = args.resume_file or args.model_dir / RESUME_FILE
         try:

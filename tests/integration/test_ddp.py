@@ -108,7 +108,8 @@ def worker(out: Path) -> None:
 
 def torchrun(*args: str, cwd: Path = REPO, extra_env: dict[str, str] | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update({"PYTHONPATH": f"{REPO}/src:{REPO}", "OMP_NUM_THREADS": "1"} | (extra_env or {}))
+    pythonpath = f"{REPO / 'src'}{os.pathsep}{REPO}"  # this checkout, not an installed one
+    env.update({"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"} | (extra_env or {}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.run(
         [*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=400
@@ -154,7 +155,8 @@ def test_ddp_cnn_learns_like_one_process(ddp_results, single_results):
     assert ddp["train_loss"] < ddp_results["cnn"]["rows"][0]["train_loss"]
 
 
-def test_train_stage_under_torchrun(tmp_path):
+@pytest.mark.parametrize("in_memory", ["true", "false"])  # false: streamed from the shards
+def test_train_stage_under_torchrun(tmp_path, in_memory):
     from mlflow.tracking import MlflowClient
 
     from mlpipe.dataset import ImageDataset, ImageSplit, save_dataset
@@ -167,7 +169,7 @@ def test_train_stage_under_torchrun(tmp_path):
     save_dataset(ImageDataset(splits, list("abcd"), "synthetic", norm), tmp_path / "data")
     params = {
         "model": {"arch": "cnn", "channels": [8], "pool_size": 2, "hidden": 16, "dropout": 0.1},
-        "train": {"epochs": 2, "batch_size": 32},
+        "train": {"epochs": 2, "batch_size": 32, "in_memory": in_memory},
         "runtime": {"device": "cpu", "precision": "fp32"},
         "tracking": {"experiment": "ddp-test"},
     }
@@ -191,6 +193,7 @@ def test_train_stage_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / "train.json").read_text())
     assert report["epochs"] == 2 and report["val_accuracy"] > 0.5
+    assert proc.stderr.count("streamed from shards") == (2 if in_memory == "false" else 0)
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = client.search_runs([client.get_experiment_by_name("ddp-test").experiment_id])
     assert [r.info.run_id for r in runs] == [report["run_id"]]  # one run, from rank 0

@@ -361,9 +361,16 @@ def test_user_sqlite_store_keeps_artifacts_of_temp_experiments(repo: Path, tmp_p
     uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
     # a config not run before: one seen before comes from DVC's run-cache, logging nothing
     cmd = ["dvc", "exp", "run", "--temp", *OVERRIDES, "-S", "train.epochs=1", "-S", "train.seed=11"]
+    cmd += ["-S", "train.in_memory=false"]  # and streamed from the shards (issue 14)
     run(cmd, repo, extra_env={"MLFLOW_TRACKING_URI": uri})
     assert (tmp_path / "team" / "mlartifacts").is_dir()
     assert not list(repo.glob(".dvc/tmp/exps/**/mlruns"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    streamed = client.search_runs(ids, "params.`train.in_memory` = 'false'")
+    assert len(streamed) == 1 and streamed[0].info.status == "FINISHED"
     mlflow.set_tracking_uri(uri)
     try:
         model = mlflow.pyfunc.load_model("models:/digits-classifier@champion")

@@ -39,7 +39,7 @@ def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--data", str(data), "--out", str(out), "--models", "cnn",
         "--device", "cpu", "--precision", "fp32", "--batch-size", "32",
-        "--steps", "2", "--repeats", "2", "--max-epochs", "2", *extra,
+        "--steps", "2", "--repeats", "2", "--max-epochs", "2", "--no-streaming", *extra,
     ]  # fmt: skip
 
 
@@ -189,3 +189,18 @@ def test_without_steps_the_budget_sets_them_and_the_spread_is_reported(tmp_path)
     tp = json.loads(big.read_text(encoding="utf-8"))["throughput"]["cnn"]
     assert tp["steps_per_epoch"] == 6  # capped by the data: 192 train images, batch 32
     assert tp["images_per_epoch"] == 192
+
+
+def test_streaming_against_in_memory_is_reported(tmp_path, capsys):
+    """The ratio of issue 14's budget, on synthetic data of Fashion-MNIST's size (no files)."""
+    out = tmp_path / "bench.json"
+    args = tiny_args(tmp_path / "nowhere", out, "--synthetic", "--train-limit", "96")
+    assert bench.main([*args, "--streaming-only", "--streaming", "--stream-workers", "1"]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["data"]["path"] == "synthetic"
+    assert report["throughput"] == report["time_to_accuracy"] == {}
+    st = report["streaming"]["cnn"]
+    assert st["images_per_epoch"] == 64 and st["shards"] == 1 and st["loader_workers"] == 1
+    assert st["ratio"] > 0 and st["cpu_time_ratio"] > 0 and st["budget"] == 0.9
+    assert st["ratio_spread"]["median"] == pytest.approx(st["ratio"])
+    assert "streamed" in capsys.readouterr().out

@@ -442,7 +442,7 @@ def test_channels_last_on_cpu_takes_the_same_path():
 
 def test_deferred_divergence_check_names_the_first_bad_step():
     cfg = train_cfg()
-    loop = _build(tiny_model(), cfg, CPU, len(TRAIN))
+    loop = _build(tiny_model(), cfg, CPU, TRAIN)
     guard = _DivergenceGuard(loop, epoch=2)
     guard.every = 4  # as on CUDA: one host sync per 4 steps
     for value in (1.0, 0.5, 0.7, 0.6, 0.4, math.inf, math.nan):
@@ -719,6 +719,8 @@ def test_checkpoint_holds_everything_needed_and_nothing_else(checkpoint):
     assert payload["format"] == "mlpipe-resume" and payload["complete"] is False
     assert set(payload["state"]) == {
         "epoch",
+        "step",  # 0: at the end of an epoch (train.checkpoint_every_steps saves inside one)
+        "partial",
         "model",
         "optimizer",
         "scheduler",

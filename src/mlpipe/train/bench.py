@@ -9,14 +9,20 @@
    step, so the three models compare in about 3 minutes even on a 2-core CPU. Both are
    clocked from outside, between the ends of consecutive epochs (the engine through its
    `on_epoch_end` callback, so its per-epoch work, a one-image validation included, counts).
-2. Time to accuracy: seconds of training until the test accuracy, measured after each
+2. Streaming: images/s of `fit` with the training split streamed from shards
+   (`train.in_memory: false`, mlpipe.train.stream: the shards the pipeline writes, in a
+   temporary folder) against `fit` with it in memory, same model, steps and batch size;
+   `--repeats` pairs of two-epoch runs (the first epoch of each a warm-up), interleaved;
+   the ratio is the median of the pairs'. Issue 14's budget: at least 0.9.
+3. Time to accuracy: seconds of training until the test accuracy, measured after each
    epoch by an `on_epoch_end` callback, reaches the model's target; the evaluation is
    kept off the clock. Training stops at the first epoch that reaches it, else after
    `--max-epochs` (one one-cycle schedule over that many epochs).
 
 Needs torch and numpy, plus what mlpipe.config and the engine import (omegaconf, PyYAML,
 tqdm); never MLflow, DVC, Hydra, Great Expectations, scikit-learn or pandas, so it runs
-on a bare GPU box. Fashion-MNIST comes from its four IDX files (`--data`).
+on a bare GPU box. Fashion-MNIST comes from its four IDX files (`--data`), or with
+`--synthetic` random images of its size (for throughput only: no time to accuracy).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import dataclasses
 import logging
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mlpipe.dataset import ImageSplit, write_shards
 from mlpipe.errors import ConfigError, DataError
 from mlpipe.ingest.idx import FASHION_SPLITS, read_idx_pair
 from mlpipe.io import atomic_write_json
@@ -46,7 +54,8 @@ from mlpipe.preprocess.normalize import channel_stats
 from mlpipe.runner import run_stage
 from mlpipe.train.config import DeviceChoice, Precision, Schedule, TrainConfig
 from mlpipe.train.device import Runtime, resolve_runtime, seed_everything
-from mlpipe.train.engine import EpochStats, TensorData, evaluate_loss_accuracy, fit
+from mlpipe.train.engine import DataSource, EpochStats, TensorData, evaluate_loss_accuracy, fit
+from mlpipe.train.stream import StreamSplit
 
 log = logging.getLogger("mlpipe.train.bench")  # not __name__: "__main__" under -m
 
@@ -94,6 +103,14 @@ def load_split(folder: Path, split: str, limit: int | None) -> TensorData:
     data = read_idx_pair(images, labels)
     n = len(data) if limit is None else min(limit, len(data))
     return TensorData(torch.from_numpy(data.images[:n]), torch.from_numpy(data.labels[:n]))
+
+
+def synthetic_split(n: int, seed: int) -> TensorData:
+    """Fashion-MNIST's shape without its files: (n, 1, 28, 28) uint8, 10 classes."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    noise = torch.randint(0, 60, (n, 1, 28, 28), generator=generator)
+    return TensorData((labels.view(n, 1, 1, 1) * 20 + noise).to(torch.uint8), labels)
 
 
 # --- models and configs ----------------------------------------------------
@@ -261,6 +278,71 @@ def measure_throughput(
     }
 
 
+# --- streaming ---------------------------------------------------------------
+
+
+def epoch_seconds(
+    model: nn.Module, train: DataSource, val: TensorData, cfg: TrainConfig, runtime: Runtime
+) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) of `fit`'s last epoch, from the end of the one
+    before (validation included). CPU time leaves out waiting for a busy machine's cores."""
+    ends: list[tuple[float, float]] = []
+
+    def on_epoch_end(_: EpochStats) -> None:
+        ends.append((time.perf_counter(), time.process_time()))
+
+    fit(model, train, val, cfg, runtime, on_epoch_end=on_epoch_end)
+    return ends[-1][0] - ends[-2][0], ends[-1][1] - ends[-2][1]
+
+
+def measure_streaming(
+    arch: str, train: TensorData, runtime: Runtime, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Streamed against in-memory training, the same steps of the same model."""
+    cfg = train_config(args, epochs=2, lr=1e-3, schedule=Schedule.constant, warmup_fraction=0.0)
+    seed_everything(args.seed)
+    model = make_model(arch, train)
+    steps = args.steps
+    if steps is None:
+        # the budget covers all the pairs: 2 runs of 2 epochs each
+        steps, _ = calibrate_steps(
+            model, train, cfg, runtime, args.throughput_seconds, 2 * args.repeats
+        )
+    steps = min(steps, -(-len(train) // args.batch_size))
+    n = steps * args.batch_size
+    images, labels = train.images[:n].cpu(), train.labels[:n].cpu()
+    memory = TensorData(images, labels)
+    val = TensorData(images[:1], labels[:1])
+    ratios, cpu_ratios, stream_ips, memory_ips = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-") as tmp:
+        split = write_shards(Path(tmp), "train", ImageSplit(images.numpy(), labels.numpy()))
+        stream = StreamSplit(split, args.seed, workers=args.stream_workers)
+        for _ in range(args.repeats):
+            m_wall, m_cpu = epoch_seconds(copy.deepcopy(model), memory, val, cfg, runtime)
+            s_wall, s_cpu = epoch_seconds(copy.deepcopy(model), stream, val, cfg, runtime)
+            memory_ips.append(n / m_wall)
+            stream_ips.append(n / s_wall)
+            ratios.append(m_wall / s_wall)
+            cpu_ratios.append(m_cpu / s_cpu)
+    return {
+        "steps_per_epoch": steps,
+        "images_per_epoch": n,
+        "shards": len(split.shards),
+        "loader_workers": args.stream_workers,
+        "in_memory_images_per_second": statistics.median(memory_ips),
+        "streaming_images_per_second": statistics.median(stream_ips),
+        "ratio": statistics.median(ratios),
+        "ratio_spread": spread(ratios),
+        # this process's CPU seconds: steadier on a shared machine; leaves out the workers'
+        "cpu_time_ratio": statistics.median(cpu_ratios),
+        "cpu_time_ratio_spread": spread(cpu_ratios),
+        "budget": STREAMING_BUDGET,
+    }
+
+
+STREAMING_BUDGET = 0.9  # issue 14: streamed at least 0.9x the in-memory throughput
+
+
 # --- time to accuracy ------------------------------------------------------
 
 
@@ -353,6 +435,13 @@ def format_table(report: dict[str, Any]) -> str:
             else f"{'-':>12}{'-':>14}{'-':>12}{'-':>13}"
         )
         lines.append(f"{arch:8}{cells}  {_describe_tta(report['time_to_accuracy'].get(arch))}")
+        st = report.get("streaming", {}).get(arch)
+        if st:
+            lines.append(
+                f"{arch:8}streamed {st['streaming_images_per_second']:,.0f} img/s, in memory "
+                f"{st['in_memory_images_per_second']:,.0f}: ratio {st['ratio']:.3f} "
+                f"(budget >= {st['budget']})"
+            )
     return "\n".join(lines)
 
 
@@ -379,6 +468,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", choices=[d.value for d in Precision])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--throughput-only", action="store_true")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random images of Fashion-MNIST's size instead of --data (throughput only)",
+    )
+    p.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure training streamed from shards against in memory",
+    )
+    p.add_argument(
+        "--streaming-only",
+        action="store_true",
+        help="only the streamed against in-memory comparison",
+    )
+    p.add_argument(
+        "--stream-workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of the streamed run (default: train.loader_workers' null)",
+    )
     p.add_argument("--max-epochs", type=int, default=None, help="default 10 on CPU, 30 on GPU")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
     p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
@@ -421,8 +532,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         DeviceChoice(args.device), Precision(args.precision), args.num_threads, compile=args.compile
     )
     resolve_defaults(args, runtime)
-    train = load_split(args.data, "train", args.train_limit).to(runtime.device)
-    test = load_split(args.data, "test", args.test_limit).to(runtime.device)
+    if args.synthetic:
+        args.throughput_only = True  # nothing to learn from noise
+        train = synthetic_split(args.train_limit or 60000, args.seed).to(runtime.device)
+        test = synthetic_split(args.test_limit or 10000, args.seed + 1).to(runtime.device)
+    else:
+        train = load_split(args.data, "train", args.train_limit).to(runtime.device)
+        test = load_split(args.data, "test", args.test_limit).to(runtime.device)
     report: dict[str, Any] = {
         "device": str(runtime.device),
         "precision": runtime.precision_name,
@@ -430,15 +546,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "compile": "on" if args.compile else "off",
-        "data": {"path": str(args.data), "train": len(train), "test": len(test)},
+        "data": {
+            "path": "synthetic" if args.synthetic else str(args.data),
+            "train": len(train),
+            "test": len(test),
+        },
         "models": args.models,
         "throughput": {},
+        "streaming": {},
         "time_to_accuracy": {},
     }
     for arch in args.models:
-        log.info("%s: throughput, engine against the bare loop", arch)
-        report["throughput"][arch] = measure_throughput(arch, train, runtime, args)
-        if not args.throughput_only:
+        if not args.streaming_only:
+            log.info("%s: throughput, engine against the bare loop", arch)
+            report["throughput"][arch] = measure_throughput(arch, train, runtime, args)
+        if args.streaming:
+            log.info("%s: streamed from shards against in memory", arch)
+            report["streaming"][arch] = measure_streaming(arch, train, runtime, args)
+        if not (args.throughput_only or args.streaming_only):
             log.info("%s: time to %.2f test accuracy", arch, RECIPES[arch].target)
             tta = measure_time_to_accuracy(arch, train, test, runtime, args)
             report["time_to_accuracy"][arch] = tta

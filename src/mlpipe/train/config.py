@@ -42,6 +42,12 @@ class OnBadCheckpoint(str, Enum):
     warn = "warn"  # ... or is ignored with a warning, and training starts over
 
 
+class InMemory(str, Enum):
+    auto = "auto"  # on the device when train + val fit train.memory_share of its memory
+    true = "true"  # always: both splits as tensors on the device (the fast path)
+    false = "false"  # always stream shards from disk through a DataLoader
+
+
 class Monitor(str, Enum):
     val_loss = "val_loss"  # lower is better
     val_accuracy = "val_accuracy"  # higher is better
@@ -80,6 +86,13 @@ class TrainConfig:
     ema_decay: float | None = None  # e.g. 0.999: validate and save an EMA of the weights
     resume: ResumeMode = ResumeMode.auto
     on_bad_checkpoint: OnBadCheckpoint = OnBadCheckpoint.error
+    checkpoint_every_steps: int = 0  # also save the resume state inside epochs; 0: per epoch
+    # Where the training data lives while training (see mlpipe.train.memory): a train key,
+    # not a data one, so that flipping it reruns train only, never ingest.
+    in_memory: str = "auto"  # auto | true | false (a str: YAML and -S read true as a bool)
+    memory_share: float = 0.5  # auto: in memory when train + val take at most this share
+    shuffle_buffer: int = 10000  # streaming: images shuffled together across shard borders
+    loader_workers: int | None = None  # streaming: DataLoader processes; null: by device
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
@@ -97,6 +110,29 @@ class TrainConfig:
             self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
             "ema_decay",
             f"must be in (0, 1), or null, got {self.ema_decay}",
+        )
+        self.in_memory = str(self.in_memory).lower()
+        choices = [m.value for m in InMemory]
+        check(
+            self.in_memory in choices,
+            "in_memory",
+            f"must be one of {', '.join(choices)}, got {self.in_memory!r}",
+        )
+        check(
+            0.0 < self.memory_share <= 1.0,
+            "memory_share",
+            f"must be in (0, 1], got {self.memory_share}",
+        )
+        check(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            f"must be >= 0 (0: at the end of each epoch only), got {self.checkpoint_every_steps}",
+        )
+        check(self.shuffle_buffer > 0, "shuffle_buffer", f"must be > 0, got {self.shuffle_buffer}")
+        check(
+            self.loader_workers is None or self.loader_workers >= 0,
+            "loader_workers",
+            f"must be >= 0, or null, got {self.loader_workers}",
         )
         check(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         check(

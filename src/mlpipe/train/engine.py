@@ -1,7 +1,10 @@
 """The training loop. Knows nothing of MLflow, files or params.yaml.
 
-Data lives on the device as tensors; batches are drawn (and augmented) there by index, so
-there is no per-sample Python work on the hot path and no host sync per step on CUDA.
+Data lives on the device as tensors (`TensorData`); batches are drawn (and augmented)
+there by index, so there is no per-sample Python work on the hot path and no host sync per
+step on CUDA. A split too large for that streams from its shards (`stream.StreamSplit`,
+uint8 batches from DataLoader workers, augmented on the device); both are a `DataSource`,
+so the loop is the same.
 Everything that differs between CPU, CUDA, one process and torchrun is resolved once in
 `_build` (device, precision, memory format, DDP, compile); the loop itself has one path.
 """
@@ -12,7 +15,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -24,8 +27,14 @@ from tqdm.auto import tqdm
 from mlpipe.errors import MlpipeError
 from mlpipe.models import predict_logits
 from mlpipe.train import distributed
-from mlpipe.train.batches import capped_batch_size, images_per_epoch, plan_epoch, shard_batches
-from mlpipe.train.config import Monitor, TrainConfig
+from mlpipe.train.batches import (
+    EpochPlan,
+    capped_batch_size,
+    images_per_epoch,
+    plan_epoch,
+    shard_batches,
+)
+from mlpipe.train.config import AugmentConfig, Monitor, TrainConfig
 from mlpipe.train.device import Runtime, rng_state, set_rng_state, use_channels_last
 from mlpipe.train.early_stopping import EarlyStopping
 from mlpipe.train.ema import ModelEma
@@ -36,6 +45,46 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(MlpipeError):
     """The loss became NaN or infinite."""
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) uint8, (B,) int64 labels
+
+
+class EpochBatches(Protocol):
+    """One epoch's training steps: (x, y, loss_scale) on the device, x augmented and in the
+    model's memory format; loss_scale makes DDP's gradient mean the global batch's mean."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]: ...
+
+
+class DataSource(Protocol):
+    """A split as `fit` takes it: `TensorData` (in memory, on the device) or
+    `stream.StreamSplit` (read from shards as it goes). One training loop serves both."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> DataSource: ...
+
+    def train_steps(self, batch_size: int, ctx: distributed.DistContext) -> int: ...
+
+    def train_images(self, batch_size: int, ctx: distributed.DistContext) -> int:
+        """Images all ranks together train on per epoch."""
+
+    def train_epoch(
+        self,
+        generator: torch.Generator,
+        epoch: int,
+        batch_size: int,
+        augment_cfg: AugmentConfig,
+        ctx: distributed.DistContext,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        first_step: int = 0,
+    ) -> EpochBatches: ...
+
+    def ordered(self, batch_size: int, ctx: distributed.DistContext) -> Iterator[Batch]:
+        """This rank's share of the split in split order, on the device (validation)."""
 
 
 @dataclass
@@ -52,6 +101,51 @@ class TensorData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def train_steps(self, batch_size: int, ctx: distributed.DistContext) -> int:
+        return len(shard_batches(len(self), batch_size, 0, ctx.world_size))
+
+    def train_images(self, batch_size: int, ctx: distributed.DistContext) -> int:
+        return images_per_epoch(len(self), batch_size, ctx.world_size)
+
+    def train_epoch(
+        self,
+        generator: torch.Generator,
+        epoch: int,
+        batch_size: int,
+        augment_cfg: AugmentConfig,
+        ctx: distributed.DistContext,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        first_step: int = 0,
+    ) -> EpochBatches:
+        """The order and augmentation drawn from `generator`, as before streaming existed."""
+        device = self.images.device
+        plan = plan_epoch(generator, len(self), batch_size, augment_cfg, ctx, device, memory_format)
+        return PlannedEpoch(plan, self.images, self.labels, first_step)
+
+    def ordered(self, batch_size: int, ctx: distributed.DistContext) -> Iterator[Batch]:
+        for share in shard_batches(len(self), len(self), ctx.rank, ctx.world_size):  # 0 or 1
+            for start in range(share.start, share.stop, batch_size):
+                stop = min(start + batch_size, share.stop)
+                yield self.images[start:stop], self.labels[start:stop]
+
+
+@dataclass
+class PlannedEpoch:
+    """An in-memory epoch: the plan's batches gathered from tensors on the device."""
+
+    plan: EpochPlan
+    images: torch.Tensor
+    labels: torch.Tensor
+    first: int = 0
+
+    def __len__(self) -> int:
+        return len(self.plan) - self.first
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        for step in range(self.first, len(self.plan)):
+            x, y = self.plan.batch(self.images, self.labels, step)
+            yield x, y, self.plan.spans[step].loss_scale
 
 
 @dataclass
@@ -160,16 +254,24 @@ class _Loop:
     batch_size: int  # train.batch_size, at most the training split
     steps_per_epoch: int
     epoch: int = 0  # epochs completed
+    step: int = 0  # steps of epoch `epoch + 1` done (a checkpoint inside an epoch)
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0])  # its loss sum, correct
+    epoch_generator: torch.Tensor | None = None  # `generator` before this epoch's draw
     on_steps: StepCallback | None = None  # not state: a resumed run passes its own
+    checkpointer: Checkpointer | None = None  # not state: for train.checkpoint_every_steps
 
     def state_dict(self) -> dict[str, Any]:
         """A collective under DDP (every rank's RNG state is gathered)."""
+        inside = self.step > 0 and self.epoch_generator is not None
         return {
             "epoch": self.epoch,
+            "step": self.step,
+            "partial": distributed.gather_objects(self.partial, self.runtime.dist),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
+            # inside an epoch: the state its order was drawn from, to draw it again
+            "generator": self.epoch_generator if inside else self.generator.get_state(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "history": self.history.rows(),
@@ -186,13 +288,16 @@ class _Loop:
         self.stopper.load_state_dict(state["early_stopping"])
         self.history.epochs = [EpochStats(**row) for row in state["history"]]
         self.epoch = self.history.resumed_from_epoch = int(state["epoch"])
+        self.step = int(state.get("step", 0))
+        if "partial" in state:
+            self.partial = list(state["partial"][self.runtime.dist.rank])
         set_rng_state(state["rng"][self.runtime.dist.rank])
 
 
 def fit(
     model: nn.Module,
-    train: TensorData,
-    val: TensorData,
+    train: DataSource,
+    val: DataSource,
     cfg: TrainConfig,
     runtime: Runtime,
     on_epoch_end: EpochCallback | None = None,
@@ -207,8 +312,8 @@ def fit(
     Under torchrun every rank calls this; `on_epoch_end` runs on every rank. `on_steps`
     gets a sample of steps (loss, lr) once per epoch: one host sync per epoch.
     """
-    loop = _build(model, cfg, runtime, len(train))
-    loop.on_steps = on_steps
+    loop = _build(model, cfg, runtime, train)
+    loop.on_steps, loop.checkpointer = on_steps, checkpointer
     if checkpointer is not None:
         _restore(loop, checkpointer)
         _require_same_start(loop)
@@ -238,7 +343,7 @@ def fit(
     return loop.history
 
 
-def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, n_train: int) -> _Loop:
+def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, train: DataSource) -> _Loop:
     torch.manual_seed(cfg.seed + runtime.dist.rank)  # dropout; differs between ranks
     model.to(runtime.device)
     channels_last = use_channels_last(runtime.channels_last, runtime.device, model)
@@ -247,8 +352,8 @@ def _build(model: nn.Module, cfg: TrainConfig, runtime: Runtime, n_train: int) -
     module = distributed.wrap_ddp(model, runtime.dist, runtime.device)
     if runtime.compile:
         module = torch.compile(module)  # type: ignore[assignment]
-    batch_size = _batch_size(cfg, n_train, runtime.dist.is_main)
-    steps = len(shard_batches(n_train, batch_size, 0, runtime.dist.world_size))
+    batch_size = _batch_size(cfg, len(train), runtime.dist.is_main)
+    steps = train.train_steps(batch_size, runtime.dist)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=cfg.lr,
@@ -301,7 +406,8 @@ def _restore(loop: _Loop, checkpointer: Checkpointer) -> None:
         checkpointer.reject(problem)
         return
     loop.load_state_dict(state)
-    log.info("resumed from %s after epoch %d", checkpointer.where, loop.epoch)
+    inside = f", step {loop.step} of epoch {loop.epoch + 1}" if loop.step else ""
+    log.info("resumed from %s after epoch %d%s", checkpointer.where, loop.epoch, inside)
 
 
 def _require_same_start(loop: _Loop) -> None:
@@ -350,7 +456,7 @@ def _monitored(stats: EpochStats, monitor: Monitor) -> float:
     return float(getattr(stats, monitor.value))
 
 
-def _run_epoch(loop: _Loop, train: TensorData, val: TensorData, epoch: int) -> EpochStats:
+def _run_epoch(loop: _Loop, train: DataSource, val: DataSource, epoch: int) -> EpochStats:
     start = time.perf_counter()
     train_loss, train_acc, n_images = _train_epoch(loop, train, epoch)
     _sync(loop.runtime.device)
@@ -381,40 +487,43 @@ def _run_epoch(loop: _Loop, train: TensorData, val: TensorData, epoch: int) -> E
     return stats
 
 
-def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, float, int]:
+def _train_epoch(loop: _Loop, data: DataSource, epoch: int) -> tuple[float, float, int]:
     cfg, runtime = loop.cfg, loop.runtime
     loop.module.train()
-    plan = plan_epoch(
+    first = loop.step  # > 0: resumed from a checkpoint inside this epoch
+    loop.epoch_generator = loop.generator.get_state()
+    batches = data.train_epoch(
         loop.generator,
-        len(data),
+        epoch,
         loop.batch_size,
         cfg.augment,
         runtime.dist,
-        runtime.device,
         loop.memory_format,
+        first_step=first,
     )
     guard = _DivergenceGuard(loop, epoch)
+    guard.checked = first
     sampled = _StepSampler(loop, epoch)
-    loss_sum = torch.zeros((), device=runtime.device)
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    loss_sum = torch.tensor(loop.partial[0] if first else 0.0, device=runtime.device)
+    correct = torch.tensor(int(loop.partial[1]) if first else 0, device=runtime.device)
     bar = tqdm(
-        range(len(plan)),
+        batches,
         desc=f"epoch {epoch}/{cfg.epochs}",
         unit="batch",
         leave=False,
         disable=None if runtime.dist.is_main else True,
     )
-    beat = Heartbeat(f"epoch {epoch}/{cfg.epochs}", len(plan), runtime.dist.is_main and bar.disable)
-    for step in bar:
-        beat.tick(step)
-        x, y = plan.batch(data.images, data.labels, step)
+    beat = Heartbeat(
+        f"epoch {epoch}/{cfg.epochs}", len(batches), runtime.dist.is_main and bar.disable
+    )
+    for step, (x, y, scale) in enumerate(bar, start=first):
+        beat.tick(step - first)
         with runtime.autocast():
             logits = loop.module(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         guard.add(loss)
         sampled.add(step, loss)
         loop.optimizer.zero_grad(set_to_none=True)
-        scale = plan.spans[step].loss_scale
         (loss if scale == 1.0 else loss * scale).backward()
         if cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(loop.model.parameters(), cfg.grad_clip)
@@ -424,11 +533,29 @@ def _train_epoch(loop: _Loop, data: TensorData, epoch: int) -> tuple[float, floa
             loop.ema.update()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
+        if _checkpoint_due(loop, step + 1):
+            guard.flush()
+            sampled.flush()
+            loop.step, loop.partial = step + 1, [loss_sum.item(), float(correct.item())]
+            loop.checkpointer.save(loop.state_dict())  # type: ignore[union-attr]
+    loop.step = 0
     guard.flush()
     sampled.flush()
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
-    n = images_per_epoch(len(data), loop.batch_size, runtime.dist.world_size)
+    n = data.train_images(loop.batch_size, runtime.dist)
     return loss_sum.item() / n, correct.item() / n, n
+
+
+def _checkpoint_due(loop: _Loop, done: int) -> bool:
+    """After `done` steps of the epoch: train.checkpoint_every_steps, not at its end (the
+    epoch's own checkpoint follows)."""
+    every = loop.cfg.checkpoint_every_steps
+    return (
+        loop.checkpointer is not None
+        and every > 0
+        and done % every == 0
+        and done < loop.steps_per_epoch
+    )
 
 
 class Heartbeat:
@@ -488,6 +615,7 @@ class _StepSampler:
         losses = torch.stack(self.losses).cpu().tolist()
         rows = zip(self.steps, losses, self.lrs, strict=True)
         self.loop.on_steps([StepStats(step, loss, lr) for step, loss, lr in rows])
+        self.steps, self.lrs, self.losses = [], [], []
 
 
 class _DivergenceGuard:
@@ -532,26 +660,20 @@ class _DivergenceGuard:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, data: TensorData, loop: _Loop) -> tuple[float, float]:
+def _validate(model: nn.Module, data: DataSource, loop: _Loop) -> tuple[float, float]:
     """Mean loss and accuracy over all of `data`; each rank evaluates its share."""
     runtime = loop.runtime
     distributed.broadcast_buffers(model, runtime.dist)
     model.eval()
-    n = len(data)
-    batch_size = loop.cfg.batch_size * 4
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-    for share in shard_batches(n, n, runtime.dist.rank, runtime.dist.world_size):  # 0 or 1
-        for start in range(share.start, share.stop, batch_size):
-            stop = min(start + batch_size, share.stop)
-            x = data.images[start:stop].contiguous(memory_format=loop.memory_format)
-            y = data.labels[start:stop]
-            with runtime.autocast():
-                logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
+    for x, y in data.ordered(loop.cfg.batch_size * 4, runtime.dist):
+        with runtime.autocast():
+            logits = model(x.contiguous(memory_format=loop.memory_format)).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
     distributed.all_reduce_sum([loss_sum, correct], runtime.dist)
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum.item() / len(data), correct.item() / len(data)
 
 
 def evaluate_loss_accuracy(

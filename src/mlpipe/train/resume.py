@@ -38,7 +38,6 @@ from mlpipe.io import atomic_write_bytes
 from mlpipe.train import distributed
 from mlpipe.train.config import OnBadCheckpoint, ResumeMode, RuntimeConfig, TrainConfig
 from mlpipe.train.distributed import DistContext
-from mlpipe.train.engine import TensorData
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,26 @@ RESUME_FILE = "resume.pt"
 FORMAT = "mlpipe-resume"
 VERSION = 1
 # How a run is resumed, not what it computes: changing them keeps the checkpoint valid.
-POLICY_KEYS = ("resume", "on_bad_checkpoint")
+# (Where the data lives is in the data digest: in memory and streamed ones differ.)
+POLICY_KEYS = (
+    "resume",
+    "on_bad_checkpoint",
+    "checkpoint_every_steps",
+    "in_memory",
+    "memory_share",
+    "loader_workers",
+)
 
 
 class ResumeError(DataError):
     """A resume checkpoint that cannot be used for this run."""
 
 
-def data_digest(data: TensorData) -> str:
-    """Content hash of a split's images and labels (~0.1 s for Fashion-MNIST)."""
+def data_digest(data: Any) -> str:
+    """Content hash of a split's images and labels (~0.1 s for Fashion-MNIST); a streamed
+    split gives its own (`digest()`: its index and shard hashes, no pixels read)."""
+    if hasattr(data, "digest"):
+        return str(data.digest())
     h = hashlib.blake2b(digest_size=16)
     for tensor in (data.images, data.labels):
         array = np.ascontiguousarray(tensor.detach().cpu().numpy())
@@ -66,7 +76,7 @@ def data_digest(data: TensorData) -> str:
 def run_identity(
     model_cfg: Any,
     train_cfg: TrainConfig,
-    data: dict[str, TensorData],
+    data: dict[str, Any],
     world_size: int = 1,
     runtime_cfg: RuntimeConfig | None = None,
 ) -> dict[str, Any]:
@@ -119,7 +129,7 @@ class ResumeFile:
         path: str | Path,
         model_cfg: Any,
         train_cfg: TrainConfig,
-        data: dict[str, TensorData],
+        data: dict[str, Any],
         ctx: DistContext,
         runtime_cfg: RuntimeConfig | None = None,
     ) -> ResumeFile:

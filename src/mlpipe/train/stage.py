@@ -18,12 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlpipe.dataset import ImageDataset
+import numpy as np
+import torch
+
+from mlpipe.dataset import ImageDataset, ImageSplit, ShardedDataset
 from mlpipe.errors import TrackingError, first_line
 from mlpipe.models import Classifier, build_model, predict_logits
+from mlpipe.shards import open_shard
+from mlpipe.train import distributed, memory
 from mlpipe.train.device import Runtime, seed_everything
-from mlpipe.train.engine import EpochStats, History, StepStats, TensorData, fit
+from mlpipe.train.distributed import DistContext
+from mlpipe.train.engine import DataSource, EpochStats, History, StepStats, TensorData, fit
 from mlpipe.train.resume import ResumeFile
+from mlpipe.train.stream import StreamSplit
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # in the resume file's `extra`, while the run is unfinished
@@ -43,15 +50,16 @@ class Trained:
 
 def train(
     cfg: dict[str, Any],
-    data: ImageDataset,
+    data: ShardedDataset,
     runtime: Runtime,
     resume_path: Path,
     validation: Path | None = None,
     data_docs: Path | None = None,
     data_dir: Path | None = None,
 ) -> tuple[Trained, ResumeFile]:
-    """Build and fit `cfg["model"]` on data's train split, validating on its val split."""
-    model, train_data, val = model_and_splits(cfg, data)
+    """Build and fit `cfg["model"]` on data's train split, validating on its val split:
+    in memory or streamed from the shards, as train.in_memory decides."""
+    model, train_data, val = model_and_sources(cfg, data, runtime)
     resume = ResumeFile.for_run(
         resume_path,
         cfg["model"],
@@ -90,7 +98,7 @@ def train(
             temperature = calibrate(model, val, runtime, log_to_run=tracker.lost is None)
             if tracker.lost is None:
                 uri = logged_model.log_classifier(
-                    model, data.class_names, data.splits["train"].images[:4],
+                    model, data.class_names, first_images(train_data, 4),
                     temperature=temperature,
                 )  # fmt: skip
     except runs.LOGGING_FAILURES as exc:
@@ -142,25 +150,93 @@ class _Tracker:
                     self.lost, self.logged + 1)  # fmt: skip
 
 
+FIT_SPLITS = ("train", "val")
+
+
 def model_and_splits(
-    cfg: dict[str, Any], data: ImageDataset
+    cfg: dict[str, Any], data: ImageDataset | ShardedDataset
 ) -> tuple[Classifier, TensorData, TensorData]:
-    """The seeded, freshly built model and the train and val splits `fit` takes: what the
-    train stage fits, and what each `mlpipe tune` trial fits for its params."""
-    seed_everything(cfg["train"].seed)
-    norm = data.extra["normalization"]
-    model = build_model(
-        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
-    )
+    """The seeded, freshly built model and the train and val splits `fit` takes, in
+    memory: what the train stage fits, and what each `mlpipe tune` trial fits."""
+    model = seeded_model(cfg, data)
+    splits = {s: data.splits[s] for s in FIT_SPLITS}
+    loaded = {
+        s: split if isinstance(split, ImageSplit) else ImageSplit(split.load(), split.labels)
+        for s, split in splits.items()
+    }
     train_data, val = (
-        TensorData.from_numpy(data.splits[s].images, data.splits[s].labels)
-        for s in ("train", "val")
+        TensorData.from_numpy(loaded[s].images, loaded[s].labels) for s in FIT_SPLITS
     )
     return model, train_data, val
 
 
+def model_and_sources(
+    cfg: dict[str, Any], data: ShardedDataset, runtime: Runtime
+) -> tuple[Classifier, DataSource, DataSource]:
+    """`model_and_splits` when train + val fit in memory (train.in_memory), else the same
+    model and both splits streamed from their (verified) shards."""
+    t = cfg["train"]
+    needed = sum(data.splits[s].nbytes for s in FIT_SPLITS)
+    in_memory = memory.decide(t.in_memory, needed, runtime.device, t.memory_share)
+    # rank 0's choice everywhere: free RAM differs between ranks, the steps per epoch must not
+    if distributed.gather_objects(in_memory, runtime.dist)[0]:
+        return model_and_splits(cfg, data)
+    model = seeded_model(cfg, data)
+    verify_shards(data)
+    train_data, val = (
+        StreamSplit(data.splits[s], t.seed, t.shuffle_buffer, t.loader_workers) for s in FIT_SPLITS
+    )
+    return model, train_data, val
+
+
+def seeded_model(cfg: dict[str, Any], data: ImageDataset | ShardedDataset) -> Classifier:
+    seed_everything(cfg["train"].seed)
+    norm = data.extra["normalization"]
+    return build_model(
+        cfg["model"], data.image_shape[0], len(data.class_names), norm["mean"], norm["std"]
+    )
+
+
+def verify_shards(data: ShardedDataset) -> None:
+    """Every shard train and val read, hashed once before training (not per epoch): a
+    changed or truncated one stops the stage now, with a line naming it."""
+    seen = set()
+    for name in FIT_SPLITS:
+        split = data.splits[name]
+        for number in np.unique(split.shard):
+            shard = split.shards[int(number)]
+            if shard.path not in seen:
+                seen.add(shard.path)
+                open_shard(shard, split.image_shape, verify=True)
+
+
+def first_images(data: DataSource, n: int) -> np.ndarray:
+    """(n, C, H, W) uint8 from the start of the split, on the CPU (an input example)."""
+    if isinstance(data, StreamSplit):
+        return data.head(n)
+    assert isinstance(data, TensorData)
+    return data.images[:n].cpu().numpy()
+
+
+def val_logits(
+    model: Classifier, val: DataSource, runtime: Runtime
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of the whole val split, in order (one process)."""
+    if isinstance(val, TensorData):
+        logits = predict_logits(model, val.images, 1000, runtime.device, runtime.autocast)
+        return logits.numpy(), val.labels.cpu().numpy()
+    model.eval()
+    out, labels = [], []
+    with torch.no_grad():
+        for x, y in val.ordered(1000, DistContext()):  # all of it, here
+            with runtime.autocast():
+                out.append(model(x).float().cpu())
+            labels.append(y.cpu())
+    return torch.cat(out).numpy(), torch.cat(labels).numpy()
+
+
 def calibrate(
-    model: Classifier, val: TensorData, runtime: Runtime, log_to_run: bool = True
+    model: Classifier, val: DataSource, runtime: Runtime, log_to_run: bool = True
 ) -> float:
     """Temperature scaling: the T minimising the val split's NLL (never the test split's),
     logged with the val NLL and ECE before and after. 1.0 when there is no val data."""
@@ -169,8 +245,7 @@ def calibrate(
 
     if len(val) == 0:
         return 1.0
-    logits = predict_logits(model, val.images, 1000, runtime.device, runtime.autocast).numpy()
-    labels = val.labels.numpy()
+    logits, labels = val_logits(model, val, runtime)
     temperature = cal.fit_temperature(logits, labels)
     raw, scaled = cal.softmax(logits), cal.softmax(logits, temperature)
     log.info("temperature %.3f fitted on %d val images", temperature, len(val))
@@ -188,9 +263,25 @@ def calibrate(
     return temperature
 
 
+@dataclass
+class _Shape:
+    """A split as MLflow's dataset input sees it: shapes and labels, no pixels read."""
+
+    images: np.ndarray  # a zero-stride stand-in with the split's shape
+    labels: np.ndarray
+
+
+def split_shapes(data: ShardedDataset) -> dict[str, _Shape]:
+    one = np.zeros((1, 1, 1, 1), dtype=np.uint8)
+    return {
+        name: _Shape(np.broadcast_to(one, (len(s), *s.image_shape)), s.labels)
+        for name, s in data.splits.items()
+    }
+
+
 def log_inputs(
     cfg: dict[str, Any],
-    data: ImageDataset,
+    data: ShardedDataset,
     validation: Path | None,
     docs: Path | None,
     data_dir: Path | None = None,
@@ -200,7 +291,8 @@ def log_inputs(
     from mlpipe.tracking import inputs, runs
 
     if data_dir is not None:
-        dir_md5 = inputs.log_split_inputs(data_dir, data.splits, Path(data.source).name or "data")
+        name = Path(data.source).name or "data"
+        dir_md5 = inputs.log_split_inputs(data_dir, split_shapes(data), name)
         runs.set_tags({"data_dvc_md5": dir_md5})
 
     runs.log_params(
