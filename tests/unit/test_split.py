@@ -212,3 +212,19 @@ def test_stratified_indices_pick_what_scikit_learn_picks(case):
         np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels
     )
     assert keep.tolist() == sorted(want[0]) and held.tolist() == sorted(want[1])
+
+
+def test_processed_refuses_a_changed_raw_shard_by_name(tmp_path):
+    """processed/ holds no pixels: a raw shard changed after preprocess stops the reader."""
+    from mlpipe.dataset import load_dataset, open_dataset, save_dataset, save_index
+    from mlpipe.preprocess.split import index_processed
+
+    save_dataset(raw_dataset(), tmp_path / "raw")
+    (tmp_path / "processed").mkdir()
+    save_index(index_processed(open_dataset(tmp_path / "raw"), 0.25, 5), tmp_path / "processed")
+    shard = tmp_path / "raw" / "train-00000.npy"
+    pixels = np.load(shard)
+    pixels[0, 0, 0, 0] ^= 1
+    np.save(shard, pixels)
+    with pytest.raises(DataError, match=r"raw/train-00000\.npy: shard content does not match"):
+        load_dataset(tmp_path / "processed")
