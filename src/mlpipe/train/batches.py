@@ -79,6 +79,25 @@ class EpochPlan:
         return x.contiguous(memory_format=self.memory_format), labels[idx]
 
 
+def epoch_order(generator: torch.Generator, n: int, buffer: int | None = None) -> torch.Tensor:
+    """(n,) positions in the epoch's training order: the one order policy of both data paths.
+
+    A split of at most `buffer` images (train.shuffle_buffer; None: any size) is shuffled as
+    a whole. A larger one is cut into windows of `buffer` consecutive positions (neighbouring
+    rows of the same shards, so a streamed window reads a few shards, not all of them): the
+    windows come in a shuffled order, and each window's images are shuffled within it.
+    """
+    if buffer is None or n <= buffer:
+        return torch.randperm(n, generator=generator)
+    windows = torch.randperm(-(-n // buffer), generator=generator)
+    parts = []
+    for w in windows.tolist():
+        start = w * buffer
+        size = min(buffer, n - start)
+        parts.append(start + torch.randperm(size, generator=generator))
+    return torch.cat(parts)
+
+
 def plan_epoch(
     generator: torch.Generator,
     n: int,
@@ -87,9 +106,10 @@ def plan_epoch(
     ctx: DistContext,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
+    shuffle_buffer: int | None = None,
 ) -> EpochPlan:
     """Draw the epoch's order, then its augmentation, from `generator` (a CPU generator)."""
-    order = torch.randperm(n, generator=generator)
+    order = epoch_order(generator, n, shuffle_buffer)
     params = (
         augment.draw_params(generator, n, augment_cfg) if augment.is_enabled(augment_cfg) else None
     )

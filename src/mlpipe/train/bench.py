@@ -316,7 +316,7 @@ def measure_streaming(
     ratios, cpu_ratios, stream_ips, memory_ips = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-") as tmp:
         split = write_shards(Path(tmp), "train", ImageSplit(images.numpy(), labels.numpy()))
-        stream = StreamSplit(split, args.seed, workers=args.stream_workers)
+        stream = StreamSplit(split, workers=args.stream_workers)
         for _ in range(args.repeats):
             m_wall, m_cpu = epoch_seconds(copy.deepcopy(model), memory, val, cfg, runtime)
             s_wall, s_cpu = epoch_seconds(copy.deepcopy(model), stream, val, cfg, runtime)

@@ -91,7 +91,8 @@ class TrainConfig:
     # not a data one, so that flipping it reruns train only, never ingest.
     in_memory: str = "auto"  # auto | true | false (a str: YAML and -S read true as a bool)
     memory_share: float = 0.5  # auto: in memory when train + val take at most this share
-    shuffle_buffer: int = 10000  # streaming: images shuffled together across shard borders
+    # epoch order: a split of more images is shuffled within windows of this many neighbours
+    shuffle_buffer: int = 65536
     loader_workers: int | None = None  # streaming: DataLoader processes; null: by device
 
     def __post_init__(self) -> None:

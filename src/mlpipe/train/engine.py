@@ -91,13 +91,14 @@ class DataSource(Protocol):
 class TensorData:
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
+    shuffle_buffer: int | None = None  # train.shuffle_buffer (batches.epoch_order); None: all
 
     @classmethod
-    def from_numpy(cls, images: Any, labels: Any) -> TensorData:
-        return cls(torch.from_numpy(images), torch.from_numpy(labels))
+    def from_numpy(cls, images: Any, labels: Any, shuffle_buffer: int | None = None) -> TensorData:
+        return cls(torch.from_numpy(images), torch.from_numpy(labels), shuffle_buffer)
 
     def to(self, device: torch.device) -> TensorData:
-        return TensorData(self.images.to(device), self.labels.to(device))
+        return TensorData(self.images.to(device), self.labels.to(device), self.shuffle_buffer)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -118,9 +119,12 @@ class TensorData:
         memory_format: torch.memory_format = torch.contiguous_format,
         first_step: int = 0,
     ) -> EpochBatches:
-        """The order and augmentation drawn from `generator`, as before streaming existed."""
+        """The order and augmentation drawn from `generator`: the same as a streamed split's."""
         device = self.images.device
-        plan = plan_epoch(generator, len(self), batch_size, augment_cfg, ctx, device, memory_format)
+        plan = plan_epoch(
+            generator, len(self), batch_size, augment_cfg, ctx, device, memory_format,
+            self.shuffle_buffer,
+        )  # fmt: skip
         return PlannedEpoch(plan, self.images, self.labels, first_step)
 
     def ordered(self, batch_size: int, ctx: distributed.DistContext) -> Iterator[Batch]:

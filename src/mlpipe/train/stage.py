@@ -165,7 +165,8 @@ def model_and_splits(
         for s, split in splits.items()
     }
     train_data, val = (
-        TensorData.from_numpy(loaded[s].images, loaded[s].labels) for s in FIT_SPLITS
+        TensorData.from_numpy(loaded[s].images, loaded[s].labels, cfg["train"].shuffle_buffer)
+        for s in FIT_SPLITS
     )
     return model, train_data, val
 
@@ -184,7 +185,7 @@ def model_and_sources(
     model = seeded_model(cfg, data)
     verify_shards(data)
     train_data, val = (
-        StreamSplit(data.splits[s], t.seed, t.shuffle_buffer, t.loader_workers) for s in FIT_SPLITS
+        StreamSplit(data.splits[s], t.shuffle_buffer, t.loader_workers) for s in FIT_SPLITS
     )
     return model, train_data, val
 

@@ -1,19 +1,15 @@
 """Training and validation batches streamed from a split's shards, with bounded memory.
 
-The order of an epoch is a pure function of (train.seed, epoch), drawn from the index
-alone (no pixels): the shards in a shuffled order, the images of each shard shuffled,
-then shuffled again within consecutive windows of `train.shuffle_buffer` images, so
-that images of neighbouring shards mix. Rank r of a world of R takes the r-th of R equal
-slices of that order (n // R images: every rank takes the same number of steps), cut
-into batches of `batch_size // R`; batch k is read by DataLoader worker k mod W, and
-the DataLoader hands batches back in worker order, so the batches (and what is learned)
-do not depend on the number of workers. A worker reads a batch's rows from the
-memory-mapped shards, a shard at a time, into one uint8 array: memory stays at a few
-batches per worker whatever the size of the split.
-
-Augmentation stays on the device, batched (mlpipe.train.augment): its parameters are
-drawn per epoch from (seed, epoch, rank) for every position of the rank's slice.
-Resuming at step k of an epoch regenerates the same order and starts at batch k.
+The batches are those of the in-memory path (mlpipe.train.batches): the same epoch order
+(`epoch_order`: drawn from the loop's generator, shuffled within windows of
+`train.shuffle_buffer` consecutive positions when the split is larger), the same
+augmentation drawn after it, and the same global batches split between ranks
+(`shard_batches`). So for one seed a streamed run and an in-memory run train on the same
+batches and learn the same weights. Batch k is read by DataLoader worker k mod W, and the
+DataLoader hands batches back in worker order, so the batches do not depend on the number
+of workers either. A worker reads a batch's rows from the memory-mapped shards, a shard at
+a time, into one uint8 array: memory stays at a few batches per worker whatever the size
+of the split. Resuming at step k regenerates the same order and starts at batch k.
 """
 
 from __future__ import annotations
@@ -31,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mlpipe.shards import ShardedSplit
 from mlpipe.train import augment
 from mlpipe.train.augment import AugmentParams
+from mlpipe.train.batches import Span, epoch_order, images_per_epoch, shard_batches
 from mlpipe.train.config import AugmentConfig
 from mlpipe.train.distributed import DistContext
 
@@ -38,27 +35,6 @@ log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) uint8, (B,) int64
 PREFETCH = 4  # batches each worker reads ahead
-
-
-def epoch_order(split: ShardedSplit, seed: int, epoch: int, buffer: int) -> np.ndarray:
-    """(N,) positions of the split's images in the epoch's training order."""
-    rng = np.random.default_rng([seed, epoch])
-    blocks = dict(split.shards_in_order())
-    shards = rng.permutation(sorted(blocks))
-    parts = [rng.permutation(blocks[int(s)]) for s in shards]
-    order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    window = np.arange(len(order)) // buffer
-    return order[np.lexsort((rng.random(len(order)), window))]
-
-
-def rank_slice(n: int, ctx: DistContext) -> slice:
-    """The rank's share of an epoch's order: n // world images each, the rest unused."""
-    per_rank = n // ctx.world_size
-    return slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
-
-
-def rank_batch_size(batch_size: int, world_size: int) -> int:
-    return max(1, batch_size // world_size)
 
 
 def read_rows(split: ShardedSplit, positions: np.ndarray, cache: dict[int, np.ndarray]) -> Batch:
@@ -77,25 +53,24 @@ def read_rows(split: ShardedSplit, positions: np.ndarray, cache: dict[int, np.nd
 
 
 class BatchReader(IterableDataset[Batch]):
-    """Batches `first`, `first + 1`, ... of `order` cut into `batch_size`; in a DataLoader,
-    worker w of W reads batches first + w, first + w + W, ..."""
+    """The rows `order[span.start:span.stop]` of spans `first`, `first + 1`, ...; in a
+    DataLoader, worker w of W reads spans first + w, first + w + W, ..."""
 
     def __init__(
-        self, split: ShardedSplit, order: np.ndarray, batch_size: int, first: int = 0
+        self, split: ShardedSplit, order: np.ndarray, spans: list[Span], first: int = 0
     ) -> None:
-        self.split, self.order, self.batch_size, self.first = split, order, batch_size, first
+        self.split, self.order, self.spans, self.first = split, order, spans, first
 
     def __len__(self) -> int:
-        return max(0, -(-len(self.order) // self.batch_size) - self.first)
+        return max(0, len(self.spans) - self.first)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         cache: dict[int, np.ndarray] = {}  # memory maps: the OS keeps the pages, not us
-        total = self.first + len(self)
-        for k in range(self.first + worker, total, workers):
-            batch = self.order[k * self.batch_size : (k + 1) * self.batch_size]
-            yield read_rows(self.split, batch, cache)
+        for k in range(self.first + worker, len(self.spans), workers):
+            span = self.spans[k]
+            yield read_rows(self.split, self.order[span.start : span.stop], cache)
 
 
 @dataclass
@@ -104,7 +79,7 @@ class StreamEpoch:
 
     loader: DataLoader[Batch]
     augment: AugmentParams | None
-    batch_size: int
+    spans: list[Span]
     first: int
     device: torch.device
     memory_format: torch.memory_format
@@ -113,14 +88,12 @@ class StreamEpoch:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-        start = self.first * self.batch_size
-        for x, y in self.loader:
+        for span, (x, y) in zip(self.spans[self.first :], self.loader, strict=True):
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if self.augment is not None:
-                x = self.augment.apply(x, start, start + len(y))
-            start += len(y)
-            yield x.contiguous(memory_format=self.memory_format), y, 1.0
+                x = self.augment.apply(x, span.start, span.stop)
+            yield x.contiguous(memory_format=self.memory_format), y, span.loss_scale
 
 
 @dataclass
@@ -128,8 +101,7 @@ class StreamSplit:
     """A ShardedSplit as `fit` takes it (see engine.DataSource), streamed from disk."""
 
     split: ShardedSplit
-    seed: int = 0
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int | None = None  # train.shuffle_buffer (batches.epoch_order)
     workers: int | None = None  # None: 0 on the CPU, 4 on CUDA
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -150,15 +122,14 @@ class StreamSplit:
         return self
 
     def train_steps(self, batch_size: int, ctx: DistContext) -> int:
-        per_rank = len(self) // ctx.world_size
-        return -(-per_rank // rank_batch_size(batch_size, ctx.world_size))
+        return len(shard_batches(len(self), batch_size, 0, ctx.world_size))
 
     def train_images(self, batch_size: int, ctx: DistContext) -> int:
-        return len(self) // ctx.world_size * ctx.world_size
+        return images_per_epoch(len(self), batch_size, ctx.world_size)
 
     def train_epoch(
         self,
-        generator: torch.Generator,  # unused: the order comes from (seed, epoch)
+        generator: torch.Generator,
         epoch: int,
         batch_size: int,
         augment_cfg: AugmentConfig,
@@ -166,18 +137,15 @@ class StreamSplit:
         memory_format: torch.memory_format = torch.contiguous_format,
         first_step: int = 0,
     ) -> StreamEpoch:
-        order = epoch_order(self.split, self.seed, epoch, self.shuffle_buffer)
-        order = order[rank_slice(len(order), ctx)]
-        size = rank_batch_size(batch_size, ctx.world_size)
+        """The order and augmentation drawn from `generator` as in memory (plan_epoch)."""
+        n = len(self)
+        order = epoch_order(generator, n, self.shuffle_buffer).numpy()
         params = None
         if augment.is_enabled(augment_cfg):
-            seed = np.random.SeedSequence([self.seed, epoch, ctx.rank]).generate_state(1)[0]
-            drawn = augment.draw_params(
-                torch.Generator().manual_seed(int(seed)), len(order), augment_cfg
-            )
-            params = drawn.to(self.device)
-        loader = self._loader(BatchReader(self.split, order, size, first_step))
-        return StreamEpoch(loader, params, size, first_step, self.device, memory_format)
+            params = augment.draw_params(generator, n, augment_cfg).to(self.device)
+        spans = shard_batches(n, batch_size, ctx.rank, ctx.world_size)
+        loader = self._loader(BatchReader(self.split, order, spans, first_step))
+        return StreamEpoch(loader, params, spans, first_step, self.device, memory_format)
 
     def ordered(self, batch_size: int, ctx: DistContext) -> Iterator[Batch]:
         """This rank's contiguous share of the split, in split order, on the device."""
@@ -185,7 +153,8 @@ class StreamSplit:
         base, extra = divmod(n, ctx.world_size)
         lo = ctx.rank * base + min(ctx.rank, extra)
         hi = lo + base + (1 if ctx.rank < extra else 0)
-        reader = BatchReader(self.split, np.arange(lo, hi), batch_size)
+        spans = [Span(k, min(k + batch_size, hi), 1.0) for k in range(lo, hi, batch_size)]
+        reader = BatchReader(self.split, np.arange(hi), spans)
         for x, y in self._loader(reader):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
