@@ -3,6 +3,7 @@ the fix, for an unreachable server, 401, 403 and a bad scheme."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import socket
 import threading
@@ -21,8 +22,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[str, list[int]]]:
-    """A tiny HTTP server answering the status code in codes[0]."""
+def server() -> Iterator[tuple[str, list[int], list[str | None]]]:
+    """A tiny HTTP server answering the status code in codes[0]; `seen`: the Authorization
+    header of each request."""
     codes = [200]
     seen: list[str | None] = []
 
@@ -40,7 +42,7 @@ def server() -> Iterator[tuple[str, list[int]]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", codes
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", codes, seen
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -51,7 +53,7 @@ def test_local_stores_are_not_probed() -> None:
     check_reachable("/some/mlruns")
 
 
-def test_reachable_server_passes(server: tuple[str, list[int]]) -> None:
+def test_reachable_server_passes(server: tuple[str, list[int], list[str | None]]) -> None:
     check_reachable(server[0])
 
 
@@ -68,8 +70,10 @@ def test_unreachable_server_names_the_uri_redacted_and_the_fix() -> None:
     ("code", "words"),
     [(401, "MLFLOW_TRACKING_USERNAME"), (403, "--allowed-hosts"), (500, "HTTP 500")],
 )
-def test_error_answers_say_what_to_do(server: tuple[str, list[int]], code: int, words: str) -> None:
-    uri, codes = server
+def test_error_answers_say_what_to_do(
+    server: tuple[str, list[int], list[str | None]], code: int, words: str
+) -> None:
+    uri, codes, _ = server
     codes[0] = code
     with pytest.raises(TrackingError, match=words) as err:
         check_reachable(uri)
@@ -77,11 +81,23 @@ def test_error_answers_say_what_to_do(server: tuple[str, list[int]], code: int, 
 
 
 def test_credentials_from_the_environment_are_sent(
-    server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, list[int], list[str | None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     check_reachable(server[0])
+    assert server[2] == ["Basic " + base64.b64encode(b"bob:pw").decode()]
+
+
+def test_credentials_in_the_uri_are_sent_as_a_login(
+    server: tuple[str, list[int], list[str | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As MLflow's client (requests) does with http://user:password@host: the check must not
+    take `user:password@host` for a host name."""
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    uri, _, seen = server
+    check_reachable(uri.replace("http://", "http://alice:p%40ss@"))
+    assert seen == ["Basic " + base64.b64encode(b"alice:p@ss").decode()]
 
 
 def test_bad_scheme() -> None:

@@ -30,12 +30,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"MLFLOW_TRACKING_URI {shown} has an unsupported scheme {scheme!r}: "
             "use http(s)://host:port for a tracking server, or sqlite:///path"
         )
-    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
-    request = urllib.request.Request(url)
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if user is not None:
-        token = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    url, credentials = _split_credentials(uri)
+    request = urllib.request.Request(url + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             return
@@ -54,3 +53,21 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(f"tracking server {shown} is unreachable ({reason}): {FIX}") from None
+
+
+def _split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """The URI without `user:password@`, and the login MLflow's client would send:
+    MLFLOW_TRACKING_USERNAME/PASSWORD when set, else the URI's own (requests' rule)."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user is not None:
+        return bare, (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    if parts.username is not None:
+        password = urllib.parse.unquote(parts.password or "")
+        return bare, (urllib.parse.unquote(parts.username), password)
+    return bare, None
