@@ -35,7 +35,7 @@ from mlpipe.evaluate.plots import (
     save_mistake_gallery,
     save_reliability_diagram,
 )
-from mlpipe.evaluate.predict import predict_split, take
+from mlpipe.evaluate.predict import predict_split
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
 from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.runner import run_stage
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = sorted({i for row in picks for i in row})  # read only the images shown
         at = {i: k for k, i in enumerate(shown)}
         compact = [[at[i] for i in row] for row in picks]
-        save_mistake_gallery(take(test, shown), probs[shown], compact, names, gallery)
+        save_mistake_gallery(test.read_rows(shown), probs[shown], compact, names, gallery)
         # explanations: Integrated Gradients for the first test image of each class
         sample = sample_per_class(test.labels, len(names))
-        sample_images = take(test, sample)
+        sample_images = test.read_rows(sample)
         ig = integrated_gradients(model, sample_images, y_pred[sample], IG_STEPS, sample)
         rollout = attention_rollout(model, sample_images)  # ViT only, else None
         attributions = args.plots / "attributions.png"

@@ -141,6 +141,26 @@ class ShardedSplit:
     def read(self, shard_number: int, verify: bool = True) -> np.ndarray:
         return open_shard(self.shards[shard_number], self.image_shape, verify=verify)
 
+    def read_rows(
+        self, positions: np.ndarray | list[int], maps: dict[int, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The images at `positions` of the split, (n, C, H, W) uint8 in that order, read a
+        shard at a time in row order (forward through each memory map). `maps`: shards
+        opened before (unverified memory maps), kept across calls by a caller that reads
+        many batches."""
+        positions = np.asarray(positions, dtype=np.int64)
+        maps = {} if maps is None else maps
+        out = np.empty((len(positions), *self.image_shape), dtype=np.uint8)
+        shards = self.shard[positions]
+        for number in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == number)
+            rows = self.offset[positions[where]]
+            by_row = np.argsort(rows, kind="stable")
+            if number not in maps:
+                maps[number] = self.read(number, verify=False)
+            out[where[by_row]] = maps[number][rows[by_row]]
+        return out
+
     def load(self, verify: bool = True) -> np.ndarray:
         """The whole split in memory, (N, C, H, W) uint8 in split order."""
         out = np.empty((len(self), *self.image_shape), dtype=np.uint8)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mlpipe.dataset import ImageSplit, write_shards
-from mlpipe.evaluate.predict import predict_split, take
+from mlpipe.evaluate.predict import predict_split
 from mlpipe.models import build_model, predict_logits
 from mlpipe.models.cnn import CNNConfig
 from mlpipe.shards import ShardedSplit
@@ -27,4 +27,4 @@ def test_streamed_predictions_are_in_split_order(tmp_path: Path) -> None:
     model = build_model(CNNConfig(channels=[4], pool_size=2, hidden=8), 1, 3, [0.5], [0.3])
     expected = predict_logits(model, torch.from_numpy(images[rows]), 16)
     assert torch.allclose(predict_split(model, split, 16), expected, atol=1e-5)
-    assert np.array_equal(take(split, [5, 0, 69]), images[rows[[5, 0, 69]]])
+    assert np.array_equal(split.read_rows([5, 0, 69]), images[rows[[5, 0, 69]]])

@@ -2,8 +2,8 @@
 the operating system one mapped shard's pages), whatever the size of the split.
 
 `predict_split` reads the split shard by shard, in row order (forward reads through each
-memory map), and puts each image's logits at its position in the split; `take` reads only
-the few images a figure shows.
+memory map), and puts each image's logits at its position in the split; the figures read
+only the few images they show (`ShardedSplit.read_rows`).
 """
 
 from __future__ import annotations
@@ -31,15 +31,4 @@ def predict_split(model: nn.Module, split: ShardedSplit, batch_size: int) -> tor
     out = torch.empty((len(split), parts[0][1].shape[1]))
     for positions, logits in parts:
         out[torch.from_numpy(positions)] = logits
-    return out
-
-
-def take(split: ShardedSplit, positions: list[int] | np.ndarray) -> np.ndarray:
-    """The images at `positions` of the split, (n, C, H, W) uint8, in that order."""
-    positions = np.asarray(positions, dtype=np.int64)
-    out = np.empty((len(positions), *split.image_shape), dtype=np.uint8)
-    shards = split.shard[positions]
-    for number in np.unique(shards):
-        where = np.flatnonzero(shards == number)
-        out[where] = split.read(int(number), verify=False)[split.offset[positions[where]]]
     return out

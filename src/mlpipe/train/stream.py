@@ -37,19 +37,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) uint8, (B,) int64
 PREFETCH = 4  # batches each worker reads ahead
 
 
-def read_rows(split: ShardedSplit, positions: np.ndarray, cache: dict[int, np.ndarray]) -> Batch:
-    """The images at `positions` (in that order) and their labels, read shard by shard."""
-    images = np.empty((len(positions), *split.image_shape), dtype=np.uint8)
-    shards = split.shard[positions]
-    for number in np.unique(shards):
-        where = np.flatnonzero(shards == number)
-        rows = split.offset[positions[where]]
-        by_row = np.argsort(rows, kind="stable")  # forward reads through the memory map
-        if int(number) not in cache:
-            cache[int(number)] = split.read(int(number), verify=False)
-        images[where[by_row]] = cache[int(number)][rows[by_row]]
-    labels = split.labels[positions]
-    return torch.from_numpy(images), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+def read_rows(split: ShardedSplit, positions: np.ndarray, maps: dict[int, np.ndarray]) -> Batch:
+    """The images at `positions` (in that order) and their labels, as tensors."""
+    images = split.read_rows(positions, maps)
+    labels = np.asarray(split.labels[positions], dtype=np.int64)
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 class BatchReader(IterableDataset[Batch]):
