@@ -1,8 +1,14 @@
 """Images on disk in fixed-size shards: reading and writing the format (numpy only).
 
 A split is a list of shards and an index. Each shard is one `.npy` file holding a
-uint8 array (n, C, H, W), read with memory mapping (`np.load(mmap_mode="r")`), so a
-reader holds one shard's pages at a time and the operating system may drop them. The
+uint8 array (n, C, H, W). A reader that goes through a shard once (validate, preprocess,
+evaluate) maps it (`np.load(mmap_mode="r")`) and lets it go before the next, so it holds
+one shard's pages at a time. A reader that picks rows here and there for many batches
+(training's shuffled batches) reads them by position instead (`read_rows`, `RowFile`):
+pages of a mapped file that a process has touched count in its memory until it unmaps
+the file, so shuffled batches from maps kept open would grow it to the whole split;
+positional reads hold only the batch, and the page cache, which the kernel sizes and
+reclaims, holds the rest. The
 index says, for each image of the split in split order, its label, the shard it is
 in and its row there (`offset`), and optionally its id (e.g. the source file) and the
 hash of its pixels. A split may use only some rows of a shard (preprocess takes
@@ -24,6 +30,7 @@ C-contiguous uint8 bytes, the index's `hashes`) on the way.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +83,59 @@ def open_shard(shard: Shard, image_shape: tuple[int, int, int], verify: bool = T
             f"its index says uint8 {expected}"
         )
     return array
+
+
+class RowFile:
+    """A shard's rows read by position (`os.pread`), nothing mapped: the header is checked
+    (uint8, C order, the index's shape) and the size (a truncated file is refused) when
+    opened. Close it, or leave it to the garbage collector."""
+
+    def __init__(self, shard: Shard, image_shape: tuple[int, int, int]) -> None:
+        path = shard.path
+        try:
+            self._fh = path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise DataError(f"{path}: shard missing; rerun the stage that wrote it") from None
+        try:
+            version = np.lib.format.read_magic(self._fh)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(self._fh)
+            else:
+                header = np.lib.format.read_array_header_2_0(self._fh)
+        except ValueError as exc:
+            self.close()
+            raise DataError(f"{path}: shard unreadable (not a .npy file?): {exc}") from None
+        shape, fortran, dtype = header
+        expected = (shard.count, *image_shape)
+        if dtype != np.uint8 or fortran or tuple(shape) != expected:
+            self.close()
+            raise DataError(
+                f"{path}: shard holds {dtype} {tuple(shape)}, its index says uint8 {expected}"
+            )
+        self.start = self._fh.tell()
+        self.row_bytes = int(np.prod(image_shape))
+        self.image_shape = image_shape
+        size = os.fstat(self._fh.fileno()).st_size
+        if size < self.start + shard.count * self.row_bytes:
+            self.close()
+            raise DataError(
+                f"{path}: shard unreadable (truncated?): {size} bytes, its header says "
+                f"{self.start + shard.count * self.row_bytes}"
+            )
+        self.path = path
+
+    def read_into(self, out: np.ndarray, first_row: int) -> None:
+        """Fill `out` (k, C, H, W) uint8, C-contiguous, with rows first_row .. first_row + k."""
+        view = out.data.cast("B")  # C-contiguous, so one flat run of bytes
+        offset, done = self.start + first_row * self.row_bytes, 0
+        while done < len(view):
+            got = os.preadv(self._fh.fileno(), [view[done:]], offset + done)
+            if got <= 0:
+                raise DataError(f"{self.path}: shard shorter than its header says (truncated?)")
+            done += got
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 def pixel_hashes(images: np.ndarray) -> list[str]:
@@ -142,23 +202,28 @@ class ShardedSplit:
         return open_shard(self.shards[shard_number], self.image_shape, verify=verify)
 
     def read_rows(
-        self, positions: np.ndarray | list[int], maps: dict[int, np.ndarray] | None = None
+        self, positions: np.ndarray | list[int], files: dict[int, RowFile] | None = None
     ) -> np.ndarray:
-        """The images at `positions` of the split, (n, C, H, W) uint8 in that order, read a
-        shard at a time in row order (forward through each memory map). `maps`: shards
-        opened before (unverified memory maps), kept across calls by a caller that reads
-        many batches."""
+        """The images at `positions` of the split, (n, C, H, W) uint8 in that order, read by
+        position a shard at a time in row order, one read per run of consecutive rows.
+        `files`: shards opened before (unverified), kept across calls by a caller that reads
+        many batches (and closes them)."""
         positions = np.asarray(positions, dtype=np.int64)
-        maps = {} if maps is None else maps
+        files = {} if files is None else files
         out = np.empty((len(positions), *self.image_shape), dtype=np.uint8)
         shards = self.shard[positions]
         for number in np.unique(shards).tolist():
             where = np.flatnonzero(shards == number)
             rows = self.offset[positions[where]]
             by_row = np.argsort(rows, kind="stable")
-            if number not in maps:
-                maps[number] = self.read(number, verify=False)
-            out[where[by_row]] = maps[number][rows[by_row]]
+            rows = rows[by_row]
+            if number not in files:
+                files[number] = RowFile(self.shards[number], self.image_shape)
+            block = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
+            starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # runs of rows r, r+1, ...
+            for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(rows)], strict=True):
+                files[number].read_into(block[a:b], int(rows[a]))
+            out[where[by_row]] = block
         return out
 
     def load(self, verify: bool = True) -> np.ndarray:

@@ -10,7 +10,14 @@ import pytest
 
 from mlpipe.dataset import ImageDataset, ImageSplit, open_dataset, save_dataset, shard_rows
 from mlpipe.errors import DataError
-from mlpipe.shards import Shard, ShardedSplit, ShardWriter, file_sha256, pixel_hashes
+from mlpipe.shards import (
+    RowFile,
+    Shard,
+    ShardedSplit,
+    ShardWriter,
+    file_sha256,
+    pixel_hashes,
+)
 
 SHAPE = (1, 2, 2)
 
@@ -68,6 +75,76 @@ def test_wrong_shape_and_bad_index_are_refused(tmp_path: Path) -> None:
         split_of([Shard(shards[0].path, 4)], [(0, 0)]).load()
     with pytest.raises(DataError, match="index names shard 1 of 1"):
         split_of(shards, [(1, 0)])
+
+
+def test_read_rows_gives_any_positions_in_order_with_repeats_and_runs(tmp_path: Path) -> None:
+    shards, pixels = write_shards(tmp_path, [5, 4, 6])
+    rng = np.random.default_rng(0)
+    rows = [(s, o) for s, n in enumerate([5, 4, 6]) for o in range(n)]
+    perm = rng.permutation(len(rows))
+    split = split_of(shards, [rows[i] for i in perm])
+    files: dict[int, RowFile] = {}
+    whole = split.load()
+    assert np.array_equal(whole, pixels[perm])
+    for positions in ([0], [3, 3, 1], list(range(len(split))), rng.permutation(15)[:7]):
+        assert np.array_equal(split.read_rows(positions, files), whole[positions])
+    assert sorted(files) == [0, 1, 2]  # opened once each, kept for the next call
+    assert split.read_rows([]).shape == (0, *SHAPE)
+    for file in files.values():
+        file.close()
+
+
+def test_read_rows_refuses_missing_truncated_and_reshaped_shards_by_name(tmp_path: Path) -> None:
+    shards, _ = write_shards(tmp_path, [3])
+    with pytest.raises(DataError, match="its index says uint8"):
+        split_of([Shard(shards[0].path, 4)], [(0, 0)]).read_rows([0])
+    shards[0].path.write_bytes(shards[0].path.read_bytes()[:-5])
+    with pytest.raises(DataError, match=r"train-00000\.npy: shard unreadable \(truncated\?\)"):
+        split_of(shards, [(0, 0)]).read_rows([0])
+    shards[0].path.write_bytes(b"not an array")
+    with pytest.raises(DataError, match=r"train-00000\.npy: shard unreadable"):
+        split_of(shards, [(0, 0)]).read_rows([0])
+    shards[0].path.unlink()
+    with pytest.raises(DataError, match=r"train-00000\.npy: shard missing"):
+        split_of(shards, [(0, 0)]).read_rows([0])
+
+
+def rss_file_kb() -> int:
+    """This process's resident pages of mapped files (kB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_shuffled_reads_do_not_keep_the_shards_pages_in_the_process(tmp_path: Path) -> None:
+    """Training reads shuffled batches for a whole epoch: with the shards kept memory mapped,
+    every page it touched stayed in its memory (the whole split by the end)."""
+    shape = (3, 64, 64)
+    n = 2048  # 24 MiB of pixels in two shards
+    images = np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+    shards = []
+    for i, part in enumerate(np.split(images, 2)):
+        path = tmp_path / f"train-{i:05d}.npy"
+        np.save(path, part)
+        shards.append(Shard(path, len(part)))
+    split = ShardedSplit(
+        shards,
+        shape,
+        np.zeros(n, np.int64),
+        np.repeat(np.arange(2, dtype=np.int32), n // 2),
+        np.tile(np.arange(n // 2, dtype=np.int32), 2),
+    )
+    del images
+    files: dict[int, RowFile] = {}
+    before = rss_file_kb()
+    order = np.random.default_rng(1).permutation(n)
+    for start in range(0, n, 64):
+        batch = split.read_rows(order[start : start + 64], files)
+        assert batch.shape == (len(order[start : start + 64]), *shape)
+    grown_mb = (rss_file_kb() - before) / 1024
+    assert grown_mb < 4, f"mapped pages grew by {grown_mb:.0f} MB over 24 MB of shards"
 
 
 def test_writer_appends_chunks_into_fixed_size_shards_with_pixel_hashes(tmp_path: Path) -> None:

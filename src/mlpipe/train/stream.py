@@ -7,9 +7,10 @@ augmentation drawn after it, and the same global batches split between ranks
 (`shard_batches`). So for one seed a streamed run and an in-memory run train on the same
 batches and learn the same weights. Batch k is read by DataLoader worker k mod W, and the
 DataLoader hands batches back in worker order, so the batches do not depend on the number
-of workers either. A worker reads a batch's rows from the memory-mapped shards, a shard at
-a time, into one uint8 array: memory stays at a few batches per worker whatever the size
-of the split. Resuming at step k regenerates the same order and starts at batch k.
+of workers either. A worker reads a batch's rows from the shards by position (no memory
+maps: touched pages of a map would count in the worker's memory until the end), a shard
+at a time, into one uint8 array: memory stays at a few batches per worker whatever the
+size of the split. Resuming at step k regenerates the same order and starts at batch k.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mlpipe.shards import ShardedSplit
+from mlpipe.shards import RowFile, ShardedSplit
 from mlpipe.train import augment
 from mlpipe.train.augment import AugmentParams
 from mlpipe.train.batches import Span, epoch_order, images_per_epoch, shard_batches
@@ -37,9 +38,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) uint8, (B,) int64
 PREFETCH = 4  # batches each worker reads ahead
 
 
-def read_rows(split: ShardedSplit, positions: np.ndarray, maps: dict[int, np.ndarray]) -> Batch:
+def read_rows(split: ShardedSplit, positions: np.ndarray, files: dict[int, RowFile]) -> Batch:
     """The images at `positions` (in that order) and their labels, as tensors."""
-    images = split.read_rows(positions, maps)
+    images = split.read_rows(positions, files)
     labels = np.asarray(split.labels[positions], dtype=np.int64)
     return torch.from_numpy(images), torch.from_numpy(labels)
 
@@ -59,10 +60,14 @@ class BatchReader(IterableDataset[Batch]):
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        cache: dict[int, np.ndarray] = {}  # memory maps: the OS keeps the pages, not us
-        for k in range(self.first + worker, len(self.spans), workers):
-            span = self.spans[k]
-            yield read_rows(self.split, self.order[span.start : span.stop], cache)
+        files: dict[int, RowFile] = {}  # open shards, read by position
+        try:
+            for k in range(self.first + worker, len(self.spans), workers):
+                span = self.spans[k]
+                yield read_rows(self.split, self.order[span.start : span.stop], files)
+        finally:
+            for file in files.values():
+                file.close()
 
 
 @dataclass
