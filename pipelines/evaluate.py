@@ -37,6 +37,7 @@ from mlpipe.evaluate.plots import (
 )
 from mlpipe.evaluate.predict import predict_split
 from mlpipe.io import atomic_write_json, atomic_write_text, read_json
+from mlpipe.models import inference_batch
 from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.runner import run_stage
 from mlpipe.tracking import runs
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = load_checkpoint(args.model_dir / "model.pt")
         test = open_dataset(args.data).splits["test"]  # streamed: pixels stay in shards
         names = meta["class_names"]
-        logits = predict_split(model, test, cfg.batch_size)
+        batch = cfg.batch_size or inference_batch(test.image_shape)
+        logits = predict_split(model, test, batch)
         y_pred = logits.argmax(dim=1).numpy()
         metrics = classification_metrics(test.labels, y_pred, names)
         # temperature fitted on the val split by train (1.0 for older checkpoints)

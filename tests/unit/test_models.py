@@ -12,7 +12,13 @@ import torch._dynamo  # the first optimiser imports it (~2 s): pay that at colle
 from torch.nn import functional as F
 
 from mlpipe.errors import ConfigError
-from mlpipe.models import ARCHITECTURES, Classifier, build_model
+from mlpipe.models import (
+    ARCHITECTURES,
+    INFERENCE_VALUES,
+    Classifier,
+    build_model,
+    inference_batch,
+)
 from mlpipe.models import load_config as load_model_config
 from mlpipe.models.checkpoint import load_checkpoint, save_checkpoint
 from mlpipe.models.common import Normalize
@@ -320,3 +326,13 @@ def test_registering_an_architecture_twice_or_with_a_foreign_schema_fails():
     with pytest.raises(ValueError, match="must default to 'mine'"):
         register("mine", OtherConfig)(torch.nn.Identity)
     assert "mine" not in ARCHITECTURES
+
+
+def test_inference_batches_hold_about_the_same_values_whatever_the_image_size():
+    assert inference_batch((1, 28, 28)) == 1000  # Fashion-MNIST: the cap, as before
+    assert inference_batch((3, 96, 96)) == 75
+    assert inference_batch((3, 224, 224)) == 13
+    assert inference_batch((3, 4096, 4096)) == 1  # never zero
+    for shape in [(3, 96, 96), (3, 224, 224), (1, 512, 512)]:
+        values = inference_batch(shape) * shape[0] * shape[1] * shape[2]
+        assert 0.9 * INFERENCE_VALUES <= values <= INFERENCE_VALUES

@@ -78,7 +78,7 @@ def test_every_other_stage_runs_after_it():
         ("runtime", "device", "tpu", "runtime.device: Invalid value 'tpu'"),
         ("tracking", "experiment", "", "tracking.experiment: must not be empty"),
         ("validate", "max_leakage", -1, "validate.max_leakage: must be >= 0, got -1"),
-        ("evaluate", "batch_size", 0, "evaluate.batch_size: must be > 0, got 0"),
+        ("evaluate", "batch_size", 0, "evaluate.batch_size: must be > 0, or null, got 0"),
         ("register", "alpha", 2, "register.alpha: must be in (0, 1), got 2.0"),
     ],
 )

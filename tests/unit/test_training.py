@@ -40,6 +40,7 @@ from mlpipe.train.engine import (
     _DivergenceGuard,
     evaluate_loss_accuracy,
     fit,
+    validation_batch,
 )
 from mlpipe.train.resume import ResumeError, ResumeFile, run_identity
 
@@ -792,3 +793,9 @@ def test_run_names_tell_runs_apart():
     assert run_name("cnn", {"dvc_exp_name": "brisk-fox", "git_commit": "a" * 40}) == "cnn-brisk-fox"
     assert run_name("vit", {"git_commit": "0123456789ab"}, at) == "vit-01234567-1203-170509"
     assert run_name("cnn", {}, at) == "cnn-local-1203-170509"
+
+
+def test_validation_batches_are_four_training_batches_unless_the_images_are_large():
+    assert validation_batch(128, (1, 28, 28)) == 512  # Fashion-MNIST: as before
+    assert validation_batch(64, (3, 96, 96)) == 75  # an inference batch of 96x96 RGB
+    assert validation_batch(128, (3, 224, 224)) == 128  # never below the training batch

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from mlpipe.errors import MlpipeError
-from mlpipe.models import predict_logits
+from mlpipe.models import inference_batch, predict_logits
 from mlpipe.train import distributed
 from mlpipe.train.batches import (
     EpochPlan,
@@ -65,6 +65,10 @@ class DataSource(Protocol):
 
     def __len__(self) -> int: ...
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of every image."""
+
     def to(self, device: torch.device) -> DataSource: ...
 
     def train_steps(self, batch_size: int, ctx: distributed.DistContext) -> int: ...
@@ -102,6 +106,10 @@ class TensorData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
 
     def train_steps(self, batch_size: int, ctx: distributed.DistContext) -> int:
         return len(shard_batches(len(self), batch_size, 0, ctx.world_size))
@@ -663,6 +671,13 @@ class _DivergenceGuard:
         )
 
 
+def validation_batch(train_batch: int, image_shape: tuple[int, ...]) -> int:
+    """Images per validation batch: 4x the training batch (no gradients to keep), but no more
+    than an inference batch of these images (`inference_batch`: their activations grow with
+    the pixels), and never fewer than the training batch."""
+    return min(4 * train_batch, max(train_batch, inference_batch(image_shape)))
+
+
 @torch.no_grad()
 def _validate(model: nn.Module, data: DataSource, loop: _Loop) -> tuple[float, float]:
     """Mean loss and accuracy over all of `data`; each rank evaluates its share."""
@@ -671,7 +686,7 @@ def _validate(model: nn.Module, data: DataSource, loop: _Loop) -> tuple[float, f
     model.eval()
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-    for x, y in data.ordered(loop.cfg.batch_size * 4, runtime.dist):
+    for x, y in data.ordered(validation_batch(loop.cfg.batch_size, data.image_shape), runtime.dist):
         with runtime.autocast():
             logits = model(x.contiguous(memory_format=loop.memory_format)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")

@@ -105,6 +105,10 @@ class StreamSplit:
     def __len__(self) -> int:
         return len(self.split)
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.split.image_shape)
+
     def digest(self) -> str:
         """The split's identity for resume checks: index and shard hashes, no pixels."""
         h = hashlib.blake2b(b"stream", digest_size=16)
