@@ -30,7 +30,7 @@ help:
 	@echo "make train-ddp  the train stage on NPROC processes (GPUs: nccl; CPU: gloo)"
 	@echo "make train-multinode NNODES=2 NODE_RANK=<r> MASTER_ADDR=<host> MASTER_PORT=<p>  the same across machines (node 0 writes outputs)"
 	@echo "make bench   engine vs bare-loop throughput and time-to-accuracy -> reports/bench.json"
-	@echo "make bench-data   peak RSS of manifest/ingest/validate/preprocess at 5,000 and 40,000 96x96 RGB PNGs, ingest vs a bare Pillow pool -> reports/bench_data.json"
+	@echo "make bench-data   peak RSS of every data stage, train (1 epoch) and evaluate at 5,000 and 40,000 96x96 RGB PNGs, ingest vs a bare Pillow pool -> reports/bench_data.json"
 	@echo "make bench-serve  request latency p50/p99, with and without the serving guard"
 	@echo "make bench-monitor  mlpipe monitor's false-alarm and detection rates -> reports/bench_monitor.json"
 	@echo "make params  regenerate params.yaml from conf/ (as dvc exp run does)"
