@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlpipe.config import load_sections
-from mlpipe.dataset import load_dataset
+from mlpipe.dataset import ImageDataset, ImageSplit, open_dataset
 from mlpipe.io import atomic_write_json, read_json
 from mlpipe.models.checkpoint import load_checkpoint
 from mlpipe.monitor.reference import build_reference, save_reference
@@ -43,17 +43,26 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         cfg: RegisterConfig = load_sections(args.params, SECTIONS)["register"]
-        train, dataset = read_json(args.train_report), load_dataset(args.data)
+        train, data = read_json(args.train_report), open_dataset(args.data)
+        # in memory: the test split only (the champion is scored on it); the monitoring
+        # reference reads its sample from the shards, and the model card counts every split
+        test = data.splits["test"]
+        held = ImageDataset(
+            {"test": ImageSplit(test.load(), test.labels, test.ids)},
+            data.class_names,
+            data.source,
+            data.extra,
+        )
         scores = read_json(args.evaluate_report)
         predicted = candidate.read_predicted(args.predictions)
         model, _ = load_checkpoint(args.model_dir / "model.pt")
         run = runs.get_run(train["run_id"])
         md5 = lineage.data_md5(args.lock, "train", args.data)
         if args.monitor_dir is not None:  # before registering: every version has one
-            save_reference(build_reference(model, dataset), args.monitor_dir)
+            save_reference(build_reference(model, data), args.monitor_dir)
             monitoring.log_reference(run.run_id, args.monitor_dir)
         report = register_candidate(
-            cfg, dataset, scores, predicted, model, train["model_uri"], run, md5
+            cfg, held, scores, predicted, model, train["model_uri"], run, md5, described=data
         )
         atomic_write_json(args.out, report)
         exported = "; ".join(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlpipe.dataset import ImageDataset, ImageSplit
+from mlpipe.dataset import ImageDataset, ImageSplit, ShardedDataset, write_shards
+from mlpipe.errors import DataError
 from mlpipe.models import ARCHITECTURES, build_model, load_config
 from mlpipe.monitor.reference import (
     NoReference,
@@ -64,3 +65,24 @@ def test_incomplete_reference_is_refused(tmp_path: Path) -> None:
     (tmp_path / "reference.json").write_text("{}")
     with pytest.raises(NoReference, match=r"no monitoring reference \(reference.npz, probe"):
         load_reference(tmp_path)
+
+
+def test_a_sharded_dataset_gives_the_same_reference_reading_only_its_sample(
+    tmp_path: Path, one_thread: None
+) -> None:
+    model = build_model(load_config({"model": {"arch": "cnn"}}), 1, 10, [0.3], [0.3]).eval()
+    data = dataset(["train", "val"], n=40)
+    splits = {
+        n: write_shards(tmp_path, n, s, shard_bytes=28 * 28 * 7) for n, s in data.splits.items()
+    }
+    sharded = ShardedDataset(splits, data.class_names, data.source)  # 7 images a shard
+    assert len(sharded.splits["val"].shards) > 1
+    a = build_reference(model, data, max_sample=9)
+    b = build_reference(model, sharded, max_sample=9)
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    assert a.meta() == b.meta()
+    shard = sharded.splits["val"].shards[0].path
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(DataError, match=rf"{shard.name}: shard content does not match"):
+        build_reference(model, sharded, max_sample=40)

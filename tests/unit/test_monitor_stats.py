@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from mlpipe.monitor import stats
 from mlpipe.monitor.stats import (
     PIXEL_FEATURES,
     class_shift,
@@ -101,3 +102,11 @@ def test_ks_columns_on_discrete_columns_matches_scipy() -> None:
         want = sps.ks_2samp(ref[:, j], new[:, j], method="asymp")
         assert d[j] == pytest.approx(want.statistic)
         assert p[j] == pytest.approx(want.pvalue, rel=1e-6, abs=1e-12)
+
+
+def test_pixel_features_are_the_same_computed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (23, 3, 9, 7), dtype=np.uint8)
+    whole = pixel_features(images)
+    monkeypatch.setattr(stats, "CHUNK_VALUES", 3 * 9 * 7 * 5)  # 5 images a chunk
+    np.testing.assert_array_equal(pixel_features(images), whole)
+    assert pixel_features(images[:0]).shape == (0, len(PIXEL_FEATURES))

@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlpipe.dataset import ImageDataset
+from mlpipe.dataset import ImageDataset, ShardedDataset
 from mlpipe.errors import DataError
 from mlpipe.io import atomic_dir
+from mlpipe.models import inference_batch
 from mlpipe.monitor.stats import PIXEL_FEATURES, pixel_features
+from mlpipe.shards import ShardedSplit
 
 FORMAT = 1
 ARRAYS, META, PROBE = "reference.npz", "reference.json", "probe.torchscript.pt"
@@ -114,8 +116,9 @@ def trace_probe(model: nn.Module, example: np.ndarray) -> torch.jit.ScriptModule
 def embed(probe: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, C, H, W) raw pixels -> (embeddings (N, D) float32, predicted classes (N,))."""
     embs, preds = [], []
-    for start in range(0, len(images), BATCH):
-        x = torch.as_tensor(np.asarray(images[start : start + BATCH], dtype=np.float32))
+    step = min(BATCH, inference_batch(images.shape[1:]))  # 512 at 28x28, 75 at 96x96 RGB
+    for start in range(0, len(images), step):
+        x = torch.as_tensor(np.asarray(images[start : start + step], dtype=np.float32))
         emb, logits = probe(x)
         embs.append(emb.float().numpy())
         preds.append(logits.argmax(dim=1).numpy())
@@ -125,21 +128,31 @@ def embed(probe: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def build_reference(
-    model: nn.Module, dataset: ImageDataset, max_sample: int = MAX_SAMPLE, seed: int = 0
+    model: nn.Module,
+    dataset: ImageDataset | ShardedDataset,
+    max_sample: int = MAX_SAMPLE,
+    seed: int = 0,
 ) -> Reference:
-    """Sample the held-out training images (see the module doc) and describe them."""
+    """Sample the held-out training images (see the module doc) and describe them. From a
+    sharded dataset only the sampled images are read (the same sample as in memory)."""
     split = next((s for s in SPLITS if s in dataset.splits), None)
     if split is None:
         raise DataError(f"no {' or '.join(SPLITS)} split to build the monitoring reference from")
-    images = dataset.splits[split].images
+    source = dataset.splits[split]
+    n = len(source)
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(images), size=min(max_sample, len(images)), replace=False))
-    sample = images[pick]
+    pick = np.sort(rng.choice(n, size=min(max_sample, n), replace=False))
+    if isinstance(source, ShardedSplit):
+        for number in np.unique(source.shard[pick]).tolist():
+            source.read(number, verify=True)  # a changed shard stops here, named
+        sample, shape = source.read_rows(pick), source.image_shape
+    else:
+        sample, shape = source.images[pick], source.images.shape[1:]
     probe = trace_probe(model, sample)
     embeddings, predicted = embed(probe, sample)
     return Reference(
         pixel_features(sample), embeddings, predicted, list(dataset.class_names),
-        [int(d) for d in images.shape[1:]], split, len(images), probe,
+        [int(d) for d in shape], split, n, probe,
     )  # fmt: skip
 
 

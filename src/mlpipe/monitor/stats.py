@@ -25,15 +25,30 @@ DARK, BRIGHT = 25, 230  # pixel values counted as background / saturated
 PIXEL_FEATURES = ["mean", "std", "min", "max", "dark_fraction", "bright_fraction", "edge"]
 
 
+CHUNK_VALUES = 2**23  # float64 values converted at a time: 64 MiB, whatever the sample
+
+
 def pixel_features(images: np.ndarray) -> np.ndarray:
     """(N, C, H, W) pixels 0..255 -> (N, len(PIXEL_FEATURES)) float64 per-image features.
 
     edge: mean absolute difference between neighbouring pixels (sharpness, noise).
+    Computed a chunk of images at a time (each row alone, so the chunking changes nothing):
+    memory stays at CHUNK_VALUES floats, not the sample's pixels eight times over.
     """
+    n = len(images)
+    per_image = int(np.prod(images.shape[1:])) if images.ndim > 1 else 0
+    if per_image == 0:
+        return np.zeros((n, len(PIXEL_FEATURES)))
+    step = max(1, CHUNK_VALUES // per_image)
+    out = np.empty((n, len(PIXEL_FEATURES)))
+    for start in range(0, n, step):
+        out[start : start + step] = _features(images[start : start + step])
+    return out
+
+
+def _features(images: np.ndarray) -> np.ndarray:
     x = np.asarray(images, dtype=np.float64)
     flat = x.reshape(len(x), -1)  # (N, C*H*W)
-    if flat.shape[1] == 0:
-        return np.zeros((len(x), len(PIXEL_FEATURES)))
     dx = np.abs(np.diff(x, axis=-1)).reshape(len(x), -1).mean(axis=1) if x.shape[-1] > 1 else 0
     dy = np.abs(np.diff(x, axis=-2)).reshape(len(x), -1).mean(axis=1) if x.shape[-2] > 1 else 0
     return np.stack(

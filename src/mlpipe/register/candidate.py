@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from mlpipe.dataset import ImageDataset
+from mlpipe.dataset import ImageDataset, ShardedDataset
 from mlpipe.errors import DataError
 from mlpipe.models.export import export_and_check
 from mlpipe.register import promote
@@ -97,7 +97,10 @@ def assess_candidate(
 
 
 def card_builder(
-    cfg: RegisterConfig, dataset: ImageDataset, assessment: Assessment, run: RunView
+    cfg: RegisterConfig,
+    dataset: ImageDataset | ShardedDataset,
+    assessment: Assessment,
+    run: RunView,
 ) -> Callable[[str], str]:
     """version -> the model card's markdown."""
     report = assessment.report

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from mlpipe.dataset import ImageDataset
+from mlpipe.dataset import ImageDataset, ShardedDataset
 from mlpipe.register import candidate, lineage
 from mlpipe.register.config import RegisterConfig
 from mlpipe.register.publish import MODEL_CARD, publish
@@ -27,8 +27,12 @@ def register_candidate(
     model_uri: str,
     run: RunView,
     data_md5: str | None,
+    described: ImageDataset | ShardedDataset | None = None,
 ) -> dict[str, Any]:
-    """Register the train run's model; return what reports/register.json records."""
+    """Register the train run's model; return what reports/register.json records.
+
+    `dataset` needs the test split in memory; the model card describes `described`
+    (default: `dataset`), e.g. the whole sharded dataset with its split sizes."""
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) / "export"
         checked = candidate.check_candidate(
@@ -46,7 +50,7 @@ def register_candidate(
                 found.decision, report["candidate_metrics"], report["champion_metrics"],
                 origin, report["exports"],
             )  # fmt: skip
-            card = candidate.card_builder(cfg, dataset, found, run)
+            card = candidate.card_builder(cfg, described or dataset, found, run)
             record = report | {"params": run.params}  # the run's params, flat
             version, aliases = publish(
                 cfg, model_uri, run.run_id, found.decision, tags, export_dir, card, record
