@@ -114,7 +114,6 @@ class RowFile:
             )
         self.start = self._fh.tell()
         self.row_bytes = int(np.prod(image_shape))
-        self.image_shape = image_shape
         size = os.fstat(self._fh.fileno()).st_size
         if size < self.start + shard.count * self.row_bytes:
             self.close()

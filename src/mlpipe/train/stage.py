@@ -224,15 +224,14 @@ def val_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels of the whole val split, in order (one process), in batches sized
     by the image (`inference_batch`: 1,000 Fashion-MNIST images, 75 at 96x96x3)."""
+    batch = inference_batch(val.image_shape)
     if isinstance(val, TensorData):
-        batch = inference_batch(val.images.shape[1:])
         logits = predict_logits(model, val.images, batch, runtime.device, runtime.autocast)
         return logits.numpy(), val.labels.cpu().numpy()
-    assert isinstance(val, StreamSplit)
     model.eval()
     out, labels = [], []
     with torch.no_grad():
-        for x, y in val.ordered(inference_batch(val.split.image_shape), DistContext()):
+        for x, y in val.ordered(batch, DistContext()):
             with runtime.autocast():
                 out.append(model(x).float().cpu())
             labels.append(y.cpu())
